@@ -1,0 +1,114 @@
+"""The model bundle: one file holding a trained classifier and everything needed to use it.
+
+A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
+``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
+training metadata). It loads under any Keras backend.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from simpsons.errors import SimpsonsError
+
+FORMAT = "simpsons-model-bundle"
+FORMAT_VERSION = 1
+PREPROCESSING = {"color": "RGB", "resize": "squash", "resample": "bilinear", "input_range": [0, 255]}
+
+
+@dataclass
+class Bundle:
+    """A classifier with its character names and how to feed it."""
+
+    model: keras.Model
+    characters: list[str]
+    image_size: int
+    threshold: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def description(self) -> dict[str, Any]:
+        """What ``bundle.json`` holds."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "characters": self.characters,
+            "image_size": self.image_size,
+            "preprocessing": PREPROCESSING,
+            "threshold": self.threshold,
+            "metadata": self.metadata,
+        }
+
+
+def write_atomically(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then rename it into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> None:
+    """Save the bundle as one file, atomically."""
+    with tempfile.TemporaryDirectory() as scratch:
+        model_file = Path(scratch) / "model.keras"
+        bundle.model.save(model_file)
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+            zipped.writestr("bundle.json", json.dumps(bundle.description(), indent=2))
+            zipped.write(model_file, "model.keras")
+    write_atomically(path, archive.getvalue())
+
+
+def read_description(path: str | Path) -> dict[str, Any]:
+    """Read and check ``bundle.json`` without loading the network."""
+    path = Path(path)
+    if not path.is_file():
+        raise SimpsonsError(f"model bundle not found: {path}")
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            description = json.loads(zipped.read("bundle.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
+        raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
+    if description.get("format") != FORMAT:
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (format {description.get('format')!r})")
+    if description.get("version", 0) > FORMAT_VERSION:
+        raise SimpsonsError(f"{path} was written by a newer simpsons (bundle version {description['version']})")
+    return description
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle; a corrupt or foreign file raises ``SimpsonsError``."""
+    description = read_description(path)
+    with tempfile.TemporaryDirectory() as scratch:
+        model_file = Path(scratch) / "model.keras"
+        try:
+            with zipfile.ZipFile(path) as zipped:
+                model_file.write_bytes(zipped.read("model.keras"))
+            model = keras.saving.load_model(model_file, compile=False)
+        except Exception as error:  # Keras raises many kinds for a damaged model file
+            raise SimpsonsError(f"the network in {path} cannot be loaded: {str(error)[:120]}") from None
+    return Bundle(
+        model=model,
+        characters=list(description["characters"]),
+        image_size=int(description["image_size"]),
+        threshold=description.get("threshold"),
+        metadata=description.get("metadata", {}),
+    )

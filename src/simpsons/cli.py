@@ -1,0 +1,224 @@
+"""The ``simpsons`` command line: dataset, train, evaluate and predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from simpsons.errors import SimpsonsError
+
+EXIT_USAGE = 2
+
+
+def _characters(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one character name")
+    return names
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    from simpsons.data import DEFAULT_MIN_IMAGES
+
+    parser.add_argument("--min-images", type=_positive, default=DEFAULT_MIN_IMAGES,
+                        help=f"keep characters with at least this many images (default {DEFAULT_MIN_IMAGES}: "
+                             "the 20 characters of the Kaggle test set)")
+    parser.add_argument("--characters", type=_characters, help="comma-separated character names to keep instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simpsons", description="Recognise characters of The Simpsons.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    dataset = commands.add_parser("dataset", help="inspect or pack a dataset").add_subparsers(dest="action", required=True)
+    stats = dataset.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
+    stats.add_argument("data", help="dataset folder (one folder per character, or flat <character>_<n>.jpg)")
+    stats.add_argument("--plot", help="write the bar chart of images per character to this PNG")
+    stats.add_argument("--json", help="write the statistics to this JSON file")
+    pack = dataset.add_parser("pack", help="store the decoded images as JPEG bytes in one .pack.npz file")
+    pack.add_argument("data")
+    pack.add_argument("--out", required=True, help="output file, ending in .pack.npz")
+    pack.add_argument("--image-size", type=_positive, default=96)
+    pack.add_argument("--quality", type=_positive, default=90, help="JPEG quality (default 90)")
+
+    train = commands.add_parser("train", help="train a model and write a run folder with a model bundle")
+    train.add_argument("data", nargs="?", help="training dataset folder or .pack.npz")
+    train.add_argument("--out", help="run folder to create")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
+    train.add_argument("--test", help="test set (either layout) evaluated at the end")
+    train.add_argument("--preset", help="named recipe (see --list-presets)")
+    train.add_argument("--arch", help="architecture: seed, seed6 or resnet")
+    train.add_argument("--epochs", type=_positive)
+    train.add_argument("--batch-size", type=_positive)
+    train.add_argument("--image-size", type=_positive)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--time-limit", type=float, metavar="MINUTES",
+                       help="stop cleanly after the epoch that would overrun this many minutes")
+    train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    _add_selection(train)
+
+    evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
+    evaluate.add_argument("data", help="labelled images (either layout)")
+    evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
+    evaluate.add_argument("--json", help="write the metrics to this JSON file")
+    evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
+
+    predict = commands.add_parser("predict", help="name the character in pictures")
+    predict.add_argument("paths", nargs="+", help="image files or folders")
+    predict.add_argument("--model", help="model bundle (default: the shipped model)")
+    predict.add_argument("--top-k", type=_positive, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs a command; user errors print one line and return exit code 2."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SimpsonsError as error:
+        print(f"simpsons: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("simpsons: interrupted", file=sys.stderr)
+        return 130
+
+
+def run_dataset(args: argparse.Namespace) -> int:
+    from simpsons import data as datasets
+
+    if args.action == "pack":
+        if not args.out.endswith(datasets.PACK_SUFFIX):
+            raise SimpsonsError(f"the pack file name must end in {datasets.PACK_SUFFIX}")
+        images = datasets.load_images(args.data, args.image_size)
+        datasets.write_pack(images, args.out, quality=args.quality)
+        print(f"packed {len(images)} images of {len(images.characters)} characters into {args.out}")
+        return 0
+    from simpsons.evaluation import plot_counts, write_json
+
+    images = datasets.load_images(args.data, 64)
+    groups = datasets.near_duplicate_groups(images.hashes)
+    counts = dict(sorted(images.counts().items(), key=lambda item: -item[1]))
+    width = max([len(name) for name in counts] + [9])
+    print(f"{'character':<{width}}  images")
+    for name, count in counts.items():
+        print(f"{name:<{width}}  {count:>6}")
+    print(f"{'total':<{width}}  {len(images):>6}")
+    print(f"{len(counts)} characters; {len(set(groups.tolist()))} near-duplicate groups "
+          f"(difference hash within {datasets.NEAR_DUPLICATE_DISTANCE} of 256 bits)")
+    print(datasets.describe_bad_files(images.bad_files) or "no unreadable files")
+    if args.plot:
+        plot_counts(counts, args.plot, f"Images per character in {Path(args.data).name}")
+    if args.json:
+        write_json({"counts": counts, "images": len(images), "near_duplicate_groups": len(set(groups.tolist())),
+                    "unreadable": [b.__dict__ for b in images.bad_files]}, args.json)
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from simpsons.training import PRESETS, resolve_recipe, train
+
+    if args.list_presets:
+        for recipe in PRESETS.values():
+            print(f"{recipe.name:<10} {recipe.description}")
+        return 0
+    if args.resume:
+        train("", args.resume, PRESETS["article"], resume=True, time_limit_minutes=args.time_limit)
+        return 0
+    if not args.data or not args.out:
+        raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
+    recipe = resolve_recipe(args.preset, args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                            image_size=args.image_size)
+    train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
+          test_dir=args.test, time_limit_minutes=args.time_limit)
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from simpsons import data as datasets
+    from simpsons.evaluation import evaluate, plot_confusion_matrix, plot_prediction_grid, write_json
+    from simpsons.prediction import Predictor
+
+    predictor = Predictor.load(args.model)
+    images = datasets.load_images(args.data, predictor.image_size)
+    if images.bad_files:
+        print(datasets.describe_bad_files(images.bad_files))
+    result = evaluate(predictor, images)
+    if len(result.true) == 0:
+        raise SimpsonsError(f"none of the images in {args.data} shows a character the model knows")
+    print(result.report_text())
+    for name, paths in result.unknown_paths.items():
+        print(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
+    if args.json:
+        write_json(result.as_dict(), args.json)
+    if args.report_dir:
+        Path(args.report_dir).mkdir(parents=True, exist_ok=True)
+        plot_confusion_matrix(result, Path(args.report_dir) / "confusion_matrix.png")
+        plot_prediction_grid(result, Path(args.report_dir) / "predictions_grid.png")
+        print(f"wrote confusion_matrix.png and predictions_grid.png to {args.report_dir}")
+    return 0
+
+
+def _image_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            files += sorted(p for p in given.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif given.is_file():
+            files.append(given)
+        else:
+            raise SimpsonsError(f"no such file or folder: {given}")
+    return files
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from simpsons.data import BadFile, describe_bad_files, open_rgb
+    from simpsons.prediction import Predictor
+
+    files = _image_files(args.paths)
+    predictor = Predictor.load(args.model)
+    readable, images, bad = [], [], []
+    for path in files:
+        try:
+            images.append(open_rgb(path))
+            readable.append(path)
+        except (OSError, ValueError, SyntaxError) as error:
+            bad.append(BadFile(str(path), f"unreadable image ({type(error).__name__})"))
+    if not readable:
+        raise SimpsonsError(f"no readable image among {len(files)} file(s)")
+    predictions = predictor.predict_images(images, top_k=args.top_k)
+    if args.json:
+        for path, prediction in zip(readable, predictions):
+            print(json.dumps({"path": str(path), **prediction.as_dict()}))
+    else:
+        _print_table(readable, predictions)
+    if bad:
+        print(describe_bad_files(bad), file=sys.stderr)
+    return 0
+
+
+def _print_table(paths: list[Path], predictions: list) -> None:
+    names = [str(p) for p in paths]
+    width = min(60, max(len(n) for n in names + ["image"]))
+    print(f"{'image':<{width}}  {'character':<26} {'prob':>5}  top {len(predictions[0].top_k)}")
+    for name, prediction in zip(names, predictions):
+        top = ", ".join(f"{n} {p:.2f}" for n, p in prediction.top_k)
+        shown = name if len(name) <= width else "..." + name[-(width - 3):]
+        print(f"{shown:<{width}}  {prediction.character:<26} {prediction.probability:>5.2f}  {top}")
+
+
+COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict}
+
+if __name__ == "__main__":
+    sys.exit(main())

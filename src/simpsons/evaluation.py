@@ -1,0 +1,186 @@
+"""Evaluation: per-character metrics, the confusion matrix, the grid of 12 and the learning curve."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
+
+from simpsons.bundle import Bundle, write_atomically  # noqa: E402
+from simpsons.data import LabelledImages  # noqa: E402
+from simpsons.prediction import Predictor  # noqa: E402
+
+
+def pretty(name: str) -> str:
+    """``charles_montgomery_burns`` -> ``Charles Montgomery Burns``."""
+    return name.replace("_", " ").title()
+
+
+def accuracy_of(bundle: Bundle, data: LabelledImages) -> float:
+    """Top-1 accuracy of a bundle on images labelled with the bundle's characters."""
+    if len(data) == 0:
+        return float("nan")
+    predicted = Predictor(bundle).probabilities(data.images).argmax(axis=1)
+    return float(np.mean(predicted == data.labels))
+
+
+@dataclass
+class Evaluation:
+    """The outcome of ``evaluate``: metrics on the known characters, unknown ones apart."""
+
+    characters: list[str]
+    true: np.ndarray
+    predicted: np.ndarray
+    probabilities: np.ndarray
+    paths: list[str]
+    unknown_paths: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.true == self.predicted)) if len(self.true) else float("nan")
+
+    def report_text(self) -> str:
+        """scikit-learn's per-character precision, recall, F1 and support."""
+        labels = list(range(len(self.characters)))
+        return classification_report(
+            self.true, self.predicted, labels=labels, target_names=self.characters, digits=3, zero_division=0
+        )
+
+    def as_dict(self) -> dict:
+        labels = list(range(len(self.characters)))
+        per_class = classification_report(
+            self.true, self.predicted, labels=labels, target_names=self.characters, output_dict=True, zero_division=0
+        )
+        return {
+            "images": int(len(self.true)),
+            "accuracy": self.accuracy,
+            "macro_f1": float(f1_score(self.true, self.predicted, labels=labels, average="macro", zero_division=0)),
+            "weighted_f1": float(f1_score(self.true, self.predicted, labels=labels, average="weighted", zero_division=0)),
+            "per_class": {name: per_class[name] for name in self.characters},
+            "characters": self.characters,
+            "confusion_matrix": confusion_matrix(self.true, self.predicted, labels=labels).tolist(),
+            "unknown_characters": {name: len(paths) for name, paths in self.unknown_paths.items()},
+        }
+
+
+def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
+    """Predict every image; images of characters the model does not know are set apart."""
+    known = [i for i, name in enumerate(data.characters) if name in predictor.characters]
+    model_index = {name: i for i, name in enumerate(predictor.characters)}
+    keep = np.array([i for i, label in enumerate(data.labels) if label in known], dtype=np.int64)
+    unknown: dict[str, list[str]] = {}
+    for i, label in enumerate(data.labels):
+        if label not in known:
+            unknown.setdefault(data.characters[label], []).append(data.paths[i])
+    probabilities = predictor.probabilities(data.images[keep])
+    return Evaluation(
+        characters=predictor.characters,
+        true=np.array([model_index[data.characters[data.labels[i]]] for i in keep], dtype=np.int64),
+        predicted=probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64),
+        probabilities=probabilities,
+        paths=[data.paths[i] for i in keep],
+        unknown_paths=unknown,
+    )
+
+
+def write_json(payload: dict, path: str | Path) -> None:
+    """Write JSON atomically."""
+    write_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def _save(figure: plt.Figure, path: str | Path) -> None:
+    figure.tight_layout()
+    path = Path(path)
+    partial = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(partial, dpi=120)
+    plt.close(figure)
+    partial.replace(path)
+
+
+def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:
+    """Row-normalised confusion matrix (recall on the diagonal) with readable names."""
+    labels = list(range(len(evaluation.characters)))
+    matrix = confusion_matrix(evaluation.true, evaluation.predicted, labels=labels).astype(float)
+    matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    names = [pretty(c) for c in evaluation.characters]
+    size = max(6, 0.45 * len(names) + 3)
+    figure, axes = plt.subplots(figsize=(size + 1, size))
+    shown = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    axes.set_xticks(labels, names, rotation=60, ha="right", fontsize=8)
+    axes.set_yticks(labels, names, fontsize=8)
+    for row, col in zip(*np.nonzero(matrix >= 0.01)):
+        value = matrix[row, col]
+        axes.text(col, row, f"{value:.2f}"[1:] if value < 1 else "1", ha="center", va="center", fontsize=6,
+                  color="white" if value > 0.6 else "black")
+    axes.set_xlabel("predicted character")
+    axes.set_ylabel("true character")
+    axes.set_title(f"Confusion matrix (rows sum to 1), accuracy {evaluation.accuracy:.3f}")
+    figure.colorbar(shown, ax=axes, fraction=0.04, label="share of the true character's images")
+    _save(figure, path)
+
+
+def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 12, seed: int = 0) -> None:
+    """The article's visual check: 12 pictures with true and predicted names, mistakes in red."""
+    from simpsons.data import open_rgb
+
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(evaluation.true), size=min(count, len(evaluation.true)), replace=False)
+    columns = 4
+    rows = max(1, int(np.ceil(len(chosen) / columns)))
+    figure, axes_grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows))
+    for axes, index in zip(np.ravel(axes_grid), chosen):
+        truth = evaluation.characters[evaluation.true[index]]
+        guess = evaluation.characters[evaluation.predicted[index]]
+        probability = evaluation.probabilities[index].max()
+        axes.imshow(open_rgb(evaluation.paths[index]))
+        right = truth == guess
+        axes.set_title(f"true: {pretty(truth)}\npredicted: {pretty(guess)} ({probability:.0%})",
+                       fontsize=9, color="black" if right else "red")
+        if not right:
+            for spine in axes.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(3)
+        axes.set_xticks([])
+        axes.set_yticks([])
+    for axes in np.ravel(axes_grid)[len(chosen):]:
+        axes.axis("off")
+    figure.suptitle("True and predicted characters (mistakes in red)")
+    _save(figure, path)
+
+
+def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title: str) -> None:
+    """Loss and accuracy per epoch, training against validation."""
+    epochs = [int(row["epoch"]) + 1 for row in history]
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for axes, metric, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy")):
+        axes.plot(epochs, [row.get(metric, np.nan) for row in history], label="training", color="tab:blue")
+        axes.plot(epochs, [row.get(f"val_{metric}", np.nan) for row in history], label="validation (shot-aware)",
+                  color="tab:orange")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    loss_axes.set_title("Loss")
+    accuracy_axes.set_title("Accuracy")
+    figure.suptitle(f"Learning curve: {title}")
+    _save(figure, path)
+
+
+def plot_counts(counts: dict[str, int], path: str | Path, title: str) -> None:
+    """Horizontal bar chart of images per character (the article's distribution plot)."""
+    ordered = sorted(counts.items(), key=lambda item: item[1])
+    figure, axes = plt.subplots(figsize=(8, max(3, 0.28 * len(ordered) + 1)))
+    axes.barh([pretty(name) for name, _ in ordered], [n for _, n in ordered], color="#f5c518", edgecolor="#333")
+    for y, (_, n) in enumerate(ordered):
+        axes.text(n, y, f" {n}", va="center", fontsize=8)
+    axes.set_xlabel("images")
+    axes.set_title(title)
+    axes.tick_params(axis="y", labelsize=8)
+    _save(figure, path)

@@ -1,0 +1,103 @@
+"""The one ``Predictor`` that the command line, evaluation, video, labelling and web all use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from simpsons.bundle import Bundle, load_bundle
+from simpsons.data import open_rgb, resize_square
+from simpsons.errors import SimpsonsError
+
+UNKNOWN = "unknown"
+
+
+def default_model_path() -> Path:
+    """The trained model shipped inside the package."""
+    return Path(str(resources.files("simpsons") / "assets" / "default.simpsons"))
+
+
+@dataclass
+class Prediction:
+    """One image's answer: the character (or ``unknown``), its probability and the top k."""
+
+    character: str
+    probability: float
+    top_k: list[tuple[str, float]]
+    best_guess: str
+
+    def as_dict(self) -> dict:
+        return {
+            "character": self.character,
+            "probability": round(self.probability, 6),
+            "best_guess": self.best_guess,
+            "top_k": [[name, round(p, 6)] for name, p in self.top_k],
+        }
+
+
+class Predictor:
+    """Classifies RGB images with a bundle; batches internally and keeps one compiled function."""
+
+    def __init__(self, bundle: Bundle, batch_size: int = 64):
+        self.bundle = bundle
+        self.characters = bundle.characters
+        self.image_size = bundle.image_size
+        self.threshold = bundle.threshold
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> Predictor:
+        """A predictor for the bundle at ``path``, or for the shipped default model."""
+        return cls(load_bundle(path or default_model_path()))
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Pixels as the model wants them: RGB, squashed to its input size."""
+        return resize_square(image.convert("RGB"), self.image_size)
+
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        if len(pixels) == 0:
+            return np.zeros((0, len(self.characters)), np.float32)
+        model = self.bundle.model
+        chunks = [
+            np.asarray(model.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
+    def decide(self, probabilities: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        """Turn probability rows into predictions, answering ``unknown`` below the threshold."""
+        predictions = []
+        for row in probabilities:
+            order = np.argsort(row)[::-1][: max(1, top_k)]
+            best = self.characters[order[0]]
+            probability = float(row[order[0]])
+            accepted = self.threshold is None or probability >= self.threshold
+            predictions.append(
+                Prediction(
+                    character=best if accepted else UNKNOWN,
+                    probability=probability,
+                    top_k=[(self.characters[i], float(row[i])) for i in order],
+                    best_guess=best,
+                )
+            )
+        return predictions
+
+    def predict_images(self, images: list[Image.Image], top_k: int = 3) -> list[Prediction]:
+        """Predictions for Pillow images (any mode)."""
+        pixels = np.stack([self.prepare(image) for image in images]) if images else np.zeros((0,), np.uint8)
+        return self.decide(self.probabilities(pixels), top_k)
+
+    def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[Prediction]:
+        """Predictions for image files; an unreadable file raises ``SimpsonsError``."""
+        images = []
+        for path in paths:
+            try:
+                images.append(open_rgb(path))
+            except (OSError, ValueError, SyntaxError) as error:
+                raise SimpsonsError(f"cannot read image {path}: {type(error).__name__}") from None
+        return self.predict_images(images, top_k)

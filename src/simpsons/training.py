@@ -1,0 +1,279 @@
+"""Training: named recipes, the shot-aware split, checkpoints, resume and the learning curve."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from simpsons import data as datasets
+from simpsons.bundle import Bundle, save_bundle, write_atomically
+from simpsons.errors import SimpsonsError
+from simpsons.models import build_augmentation, build_training_model, get_architecture
+
+BUNDLE_NAME = "model.simpsons"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that decides how a model is trained, apart from the data and the seed."""
+
+    name: str
+    arch: str
+    image_size: int
+    epochs: int
+    batch_size: int
+    optimizer: str
+    learning_rate: float
+    weight_decay: float = 0.0
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    augmentation: str = "article"
+    class_weighting: bool = False
+    description: str = ""
+
+
+PRESETS: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe(
+            "article", "seed", 64, 200, 32, "rmsprop", 1e-4,
+            description="the article: 4-conv CNN, 64 px, RMSprop 1e-4, batch 32, 200 epochs, light augmentation",
+        ),
+        Recipe(
+            "article6", "seed6", 64, 40, 32, "sgd_step", 1e-2,
+            description="the repository's 6-conv CNN: SGD 0.01 with Nesterov momentum, lr x0.1 every 10 epochs",
+        ),
+        Recipe(
+            "strong", "resnet", 96, 60, 128, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=3,
+            label_smoothing=0.1, augmentation="strong", class_weighting=True,
+            description="ResNet at 96 px: AdamW, warm-up then cosine, label smoothing, strong augmentation, class weights",
+        ),
+    )
+}
+DEFAULT_PRESET_FOR_ARCH = {"seed": "article", "seed6": "article6", "resnet": "strong"}
+
+
+def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Recipe:
+    """The preset (or the arch's default preset) with the given non-None overrides."""
+    if preset is None:
+        preset = DEFAULT_PRESET_FOR_ARCH.get(arch or "seed")
+        if preset is None:
+            get_architecture(arch)  # raises the unknown-architecture error
+    if preset not in PRESETS:
+        raise SimpsonsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    recipe = PRESETS[preset]
+    if arch is not None:
+        get_architecture(arch)
+        recipe = replace(recipe, arch=arch)
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    for key in ("epochs", "batch_size", "image_size"):
+        if key in changes and changes[key] < 1:
+            raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
+    return replace(recipe, **changes)
+
+
+def build_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer, its schedule counted in steps so that resuming continues it."""
+    if recipe.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(learning_rate=recipe.learning_rate)
+    if recipe.optimizer == "sgd_step":
+        schedule = keras.optimizers.schedules.ExponentialDecay(
+            recipe.learning_rate, decay_steps=10 * steps_per_epoch, decay_rate=0.1, staircase=True
+        )
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
+    if recipe.optimizer == "adamw_cosine":
+        warmup = recipe.warmup_epochs * steps_per_epoch
+        schedule = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=recipe.learning_rate / 100,
+            decay_steps=max(1, recipe.epochs * steps_per_epoch - warmup),
+            alpha=0.01,
+            warmup_target=recipe.learning_rate,
+            warmup_steps=warmup,
+        )
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
+    raise SimpsonsError(f"unknown optimizer {recipe.optimizer!r}")
+
+
+def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Square-root inverse-frequency weights, mean 1: rare characters count more, not wildly so."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
+    weights *= num_classes / weights.sum()
+    return {i: float(w) for i, w in enumerate(weights)}
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Adds speed and learning rate to the logs, saves the state needed to resume, and
+    stops training once another epoch would overrun ``time_limit`` seconds."""
+
+    def __init__(self, run_dir: Path, train_images: int, time_limit: float | None = None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.train_images = train_images
+        self.time_limit = time_limit
+        self.started = 0.0
+        self.first_started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        seconds = time.perf_counter() - self.started
+        if logs is not None:
+            logs["epoch_seconds"] = seconds
+            logs["images_per_second"] = self.train_images / seconds
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.model.save(self.run_dir / "last.keras")
+        write_atomically(self.run_dir / "state.json", json.dumps({"epochs_done": epoch + 1}).encode())
+        elapsed = time.perf_counter() - self.first_started
+        if self.time_limit is not None and elapsed + seconds > self.time_limit:
+            print(f"\ntime limit reached after epoch {epoch + 1}: stopping (resume with --resume)")
+            self.model.stop_training = True
+
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.eye(num_classes, dtype=np.float32)[labels]
+
+
+def _read_run(run_dir: Path) -> tuple[dict, int]:
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+        done = json.loads((run_dir / "state.json").read_text())["epochs_done"]
+    except (OSError, ValueError, KeyError):
+        raise SimpsonsError(f"{run_dir} holds no resumable run (run.json, state.json and last.keras are needed)") from None
+    if not (run_dir / "last.keras").is_file():
+        raise SimpsonsError(f"{run_dir} has no last.keras checkpoint to resume from")
+    return run, int(done)
+
+
+def train(
+    data_dir: str,
+    run_dir: str,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    min_images: int = datasets.DEFAULT_MIN_IMAGES,
+    characters: list[str] | None = None,
+    test_dir: str | None = None,
+    resume: bool = False,
+    validation_fraction: float = 0.15,
+    time_limit_minutes: float | None = None,
+) -> Path:
+    """Train ``recipe`` on ``data_dir`` and write the run folder; returns the bundle's path.
+
+    The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
+    checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
+    Ctrl-C (or ``time_limit_minutes``) stops after the last finished epoch; ``resume=True``
+    continues from there.
+    """
+    from simpsons.evaluation import accuracy_of, plot_learning_curve
+
+    out = Path(run_dir)
+    epochs_done = 0
+    if resume:
+        run, epochs_done = _read_run(out)
+        recipe = Recipe(**run["recipe"])
+        seed, data_dir, characters = run["seed"], run["data"], run["characters"]
+        validation_fraction = run["validation_fraction"]
+    elif (out / "state.json").exists():
+        raise SimpsonsError(f"{out} already holds a training run; use --resume or another --out")
+    keras.utils.set_random_seed(seed)
+
+    images = datasets.load_images(data_dir, recipe.image_size)
+    if images.bad_files:
+        print(datasets.describe_bad_files(images.bad_files))
+    images = datasets.select_characters(images, min_images=min_images, characters=characters)
+    train_idx, val_idx = datasets.shot_aware_split(images, validation_fraction=validation_fraction, seed=seed)
+    train_set, val_set = images.subset(train_idx), images.subset(val_idx)
+    num_classes = len(images.characters)
+    print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    run = {
+        "recipe": asdict(recipe), "seed": seed, "data": str(data_dir), "characters": images.characters,
+        "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
+        "data_fingerprint": datasets.fingerprint(images),
+    }
+    if not resume:
+        write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
+
+    steps_per_epoch = math.ceil(len(train_set) / recipe.batch_size)
+    if resume:
+        model = keras.saving.load_model(out / "last.keras")
+    else:
+        arch = get_architecture(recipe.arch)
+        classifier = arch.build(num_classes, recipe.image_size)
+        model = build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, seed))
+        model.compile(
+            optimizer=build_optimizer(recipe, steps_per_epoch),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+            metrics=["accuracy"],
+        )
+    callbacks = [
+        EpochRecorder(out, len(train_set), time_limit_minutes * 60 if time_limit_minutes else None),
+        keras.callbacks.ModelCheckpoint(
+            out / "best.weights.h5", monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
+        ),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+    ]
+    class_weight = balanced_class_weights(train_set.labels, num_classes) if recipe.class_weighting else None
+    started = time.perf_counter()
+    interrupted = False
+    try:
+        model.fit(
+            train_set.images, _one_hot(train_set.labels, num_classes),
+            validation_data=(val_set.images, _one_hot(val_set.labels, num_classes)),
+            batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=epochs_done,
+            class_weight=class_weight, callbacks=callbacks, verbose=2 if _quiet() else 1,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        print(f"\ninterrupted: kept the last finished epoch; continue with: simpsons train --resume {out}")
+    train_seconds = time.perf_counter() - started
+
+    history = read_history(out / "history.csv")
+    if not history:
+        raise SimpsonsError("training stopped before the first epoch finished; nothing to save")
+    plot_learning_curve(history, out / "learning_curve.png", title=f"{recipe.arch} ({recipe.name} recipe)")
+    if (out / "best.weights.h5").exists():
+        model.load_weights(out / "best.weights.h5")
+    classifier = model.layers[-1]
+
+    bundle = Bundle(model=classifier, characters=images.characters, image_size=recipe.image_size)
+    metrics = {
+        "validation_accuracy": accuracy_of(bundle, val_set),
+        "best_epoch": int(np.argmax([row["val_accuracy"] for row in history])) + 1,
+        "epochs_done": len(history),
+        "train_seconds_this_session": round(train_seconds, 1),
+    }
+    if test_dir:
+        test = datasets.relabel(datasets.load_images(test_dir, recipe.image_size), images.characters)
+        metrics["test_accuracy"] = accuracy_of(bundle, test)
+        metrics["test_images"] = len(test)
+    bundle.metadata = {"arch": recipe.arch, "recipe": asdict(recipe), "seed": seed, "interrupted": interrupted,
+                       "data_fingerprint": run["data_fingerprint"], "train_images": len(train_set),
+                       "validation_images": len(val_set), "metrics": metrics}
+    save_bundle(bundle, out / BUNDLE_NAME)
+    print(json.dumps(metrics, indent=2))
+    return out / BUNDLE_NAME
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The rows of ``history.csv`` as floats (empty when absent)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as handle:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+
+
+def _quiet() -> bool:
+    return not sys.stdout.isatty()
