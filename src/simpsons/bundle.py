@@ -87,6 +87,8 @@ def read_description(path: str | Path) -> dict[str, Any]:
             description = json.loads(zipped.read("bundle.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
         raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
+    if not isinstance(description, dict):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (bundle.json is not an object)")
     if description.get("format") != FORMAT:
         raise SimpsonsError(f"not a simpsons model bundle: {path} (format {description.get('format')!r})")
     if description.get("version", 0) > FORMAT_VERSION:

@@ -105,9 +105,9 @@ def run_dataset(args: argparse.Namespace) -> int:
         datasets.write_pack(images, args.out, quality=args.quality)
         print(f"packed {len(images)} images of {len(images.characters)} characters into {args.out}")
         return 0
+    images = datasets.load_images(args.data, 64)
     from simpsons.evaluation import plot_counts, write_json
 
-    images = datasets.load_images(args.data, 64)
     groups = datasets.near_duplicate_groups(images.hashes)
     counts = dict(sorted(images.counts().items(), key=lambda item: -item[1]))
     width = max([len(name) for name in counts] + [9])
@@ -127,14 +127,14 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from simpsons.training import PRESETS, resolve_recipe, train
+    from simpsons.training import PRESETS, resolve_recipe, resume_training, train
 
     if args.list_presets:
         for recipe in PRESETS.values():
             print(f"{recipe.name:<10} {recipe.description}")
         return 0
     if args.resume:
-        train("", args.resume, PRESETS["article"], resume=True, time_limit_minutes=args.time_limit)
+        resume_training(args.resume, time_limit_minutes=args.time_limit)
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")

@@ -406,5 +406,9 @@ def shot_aware_split(
         raise SimpsonsError("the validation fraction must be between 0 and 0.5")
     groups = near_duplicate_groups(data.hashes)
     folds = StratifiedGroupKFold(n_splits=max(2, round(1 / validation_fraction)), shuffle=True, random_state=seed)
-    train, validation = next(folds.split(np.zeros(len(data)), data.labels, groups))
+    try:
+        train, validation = next(folds.split(np.zeros(len(data)), data.labels, groups))
+    except ValueError as error:
+        raise SimpsonsError(f"too few images for a shot-aware validation split of {validation_fraction:.0%} "
+                            f"({len(data)} images, {len(set(groups.tolist()))} shots): {error}") from None
     return np.sort(train), np.sort(validation)

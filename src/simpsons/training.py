@@ -132,7 +132,9 @@ class EpochRecorder(keras.callbacks.Callback):
             logs["epoch_seconds"] = seconds
             logs["images_per_second"] = self.train_images / seconds
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        self.model.save(self.run_dir / "last.keras")
+        partial = self.run_dir / "last.partial.keras"
+        self.model.save(partial)
+        partial.replace(self.run_dir / "last.keras")
         write_atomically(self.run_dir / "state.json", json.dumps({"epochs_done": epoch + 1}).encode())
         elapsed = time.perf_counter() - self.first_started
         if self.time_limit is not None and elapsed + seconds > self.time_limit:
@@ -172,18 +174,15 @@ def train(
 
     The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
     checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
-    Ctrl-C (or ``time_limit_minutes``) stops after the last finished epoch; ``resume=True``
-    continues from there.
+    Ctrl-C (or ``time_limit_minutes``) stops after the last finished epoch;
+    ``resume_training`` continues from there.
     """
     from simpsons.evaluation import accuracy_of, plot_learning_curve
 
     out = Path(run_dir)
     epochs_done = 0
     if resume:
-        run, epochs_done = _read_run(out)
-        recipe = Recipe(**run["recipe"])
-        seed, data_dir, characters = run["seed"], run["data"], run["characters"]
-        validation_fraction = run["validation_fraction"]
+        epochs_done = _read_run(out)[1]
     elif (out / "state.json").exists():
         raise SimpsonsError(f"{out} already holds a training run; use --resume or another --out")
     keras.utils.set_random_seed(seed)
@@ -199,7 +198,7 @@ def train(
 
     out.mkdir(parents=True, exist_ok=True)
     run = {
-        "recipe": asdict(recipe), "seed": seed, "data": str(data_dir), "characters": images.characters,
+        "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()), "characters": images.characters,
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
         "data_fingerprint": datasets.fingerprint(images),
     }
@@ -218,10 +217,13 @@ def train(
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
             metrics=["accuracy"],
         )
+    earlier = read_history(out / "history.csv") if resume else []
+    best_so_far = max((row["val_accuracy"] for row in earlier if "val_accuracy" in row), default=None)
     callbacks = [
         EpochRecorder(out, len(train_set), time_limit_minutes * 60 if time_limit_minutes else None),
         keras.callbacks.ModelCheckpoint(
-            out / "best.weights.h5", monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True
+            out / "best.weights.h5", monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
+            initial_value_threshold=best_so_far,
         ),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
     ]
@@ -265,6 +267,15 @@ def train(
     save_bundle(bundle, out / BUNDLE_NAME)
     print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
+
+
+def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Path:
+    """Continue the run in ``run_dir`` from its last finished epoch, with its own recipe and data."""
+    run, _ = _read_run(Path(run_dir))
+    return train(
+        run["data"], run_dir, Recipe(**run["recipe"]), seed=run["seed"], characters=run["characters"],
+        validation_fraction=run["validation_fraction"], resume=True, time_limit_minutes=time_limit_minutes,
+    )
 
 
 def read_history(path: Path) -> list[dict[str, float]]:

@@ -1,0 +1,88 @@
+"""CPU speed of the pipeline the CLI uses: training images/s, batched prediction, one-image latency.
+
+Usage: python bench/speed.py [--model BUNDLE] [--repeats 5]
+Prints one JSON object; medians over repeats, measured in this one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from simpsons.data import load_images  # noqa: E402
+from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
+from simpsons.prediction import Predictor, default_model_path  # noqa: E402
+from simpsons.training import PRESETS, build_optimizer  # noqa: E402
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+
+
+def timed(function, repeats: int) -> list[float]:
+    """Seconds for each of ``repeats`` calls, after one warm-up call."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def training_speed(preset: str, steps: int, repeats: int) -> float:
+    """Images/s of ``model.fit`` as ``simpsons train`` runs it (augmentation in the graph)."""
+    recipe = PRESETS[preset]
+    samples = load_images(SAMPLES, recipe.image_size, use_cache=False)
+    count = steps * recipe.batch_size
+    images = np.resize(samples.images, (count, *samples.images.shape[1:]))
+    labels = np.eye(len(samples.characters), dtype=np.float32)[np.resize(samples.labels, count)]
+    classifier = get_architecture(recipe.arch).build(len(samples.characters), recipe.image_size)
+    model = build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, 0))
+    model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
+    seconds = timed(lambda: model.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0), repeats)
+    return count / statistics.median(seconds)
+
+
+def prediction_speed(model_path: str, repeats: int) -> dict[str, float]:
+    """Batched images/s and one-image latency of ``Predictor``, with ``model.predict`` as baseline."""
+    predictor = Predictor.load(model_path)
+    samples = load_images(SAMPLES, predictor.image_size, use_cache=False)
+    batch = np.resize(samples.images, (512, *samples.images.shape[1:]))
+    from simpsons.data import open_rgb
+
+    one = [open_rgb(samples.paths[0])]
+    batched = timed(lambda: predictor.probabilities(batch), repeats)
+    single = timed(lambda: predictor.predict_images(one), max(20, repeats * 10))
+    baseline = timed(lambda: predictor.bundle.model.predict(batch[:1].astype(np.float32), verbose=0), max(20, repeats * 10))
+    return {
+        "predict_images_per_second": len(batch) / statistics.median(batched),
+        "single_image_ms": 1000 * statistics.median(single),
+        "baseline_model_predict_single_ms": 1000 * statistics.median(baseline),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--skip-training", action="store_true")
+    args = parser.parse_args()
+    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+              "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d")}
+    if not args.skip_training:
+        result["train_seed_images_per_second"] = training_speed("article", args.train_steps, args.repeats)
+    result.update(prediction_speed(args.model, args.repeats))
+    print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""The command line, in-process for speed, plus two real subprocesses for exit code and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import TEST_CHARACTERS, make_bundle, open_sample
+from PIL import Image
+
+from simpsons.bundle import read_description
+from simpsons.cli import main
+from simpsons.prediction import UNKNOWN, default_model_path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("simpsons: error: ")
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def run_installed(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    executable = Path(sys.executable).parent / "simpsons"
+    assert executable.is_file(), f"the console script is not installed beside {sys.executable}"
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # the CLI must quieten TF itself
+    return subprocess.run([str(executable), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_subprocess_missing_dataset_exits_2(tmp_path):
+    result = run_installed("dataset", "stats", str(tmp_path / "nowhere"), cwd=tmp_path)
+
+    assert result.returncode == 2
+    line = one_line_error(result.stderr)
+    assert "nowhere" in line
+    assert result.stdout == ""
+
+
+def test_subprocess_corrupt_model_exits_2(tmp_path, sample_paths):
+    corrupt = tmp_path / "broken.simpsons"
+    corrupt.write_bytes(os.urandom(5000))
+    result = run_installed("predict", "--model", str(corrupt), str(sample_paths[0]), cwd=tmp_path)
+
+    assert result.returncode == 2
+    line = one_line_error(result.stderr)
+    assert "not a simpsons model bundle" in line and "broken.simpsons" in line
+    assert result.stdout == ""
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def test_predict_samples_with_the_shipped_model(capsys, samples_dir):
+    known = read_description(default_model_path())["characters"]
+    code, out, err = run_cli(capsys, "predict", samples_dir)
+
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:3] == ["image", "character", "prob"]
+    rows = lines[1:]
+    assert len(rows) == 60
+    for row, path in zip(rows, sorted(samples_dir.glob("*.jpg"))):
+        assert row.split()[0].endswith(path.name)
+        assert row.split()[1] in known + [UNKNOWN]
+
+
+# Measured with `simpsons evaluate samples` for the shipped model: accuracy 0.817 on the 60 samples.
+def test_shipped_model_accuracy_on_the_samples(capsys, samples_dir):
+    code, out, err = run_cli(capsys, "predict", samples_dir, "--json")
+    answers = [json.loads(line) for line in out.splitlines()]
+    correct = [Path(a["path"]).stem.rsplit("_", 1)[0] == a["character"] for a in answers]
+    assert code == 0 and len(answers) == 60
+    assert sum(correct) / len(correct) >= 0.78
+
+
+def test_predict_json(capsys, samples_dir, tiny_bundle):
+    code, out, err = run_cli(capsys, "predict", samples_dir, "--model", tiny_bundle, "--json", "--top-k", "4")
+
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 60
+    assert sorted(Path(r["path"]).name for r in records) == sorted(p.name for p in samples_dir.glob("*.jpg"))
+    for record in records:
+        assert set(record) >= {"path", "character", "probability", "top_k", "best_guess"}
+        assert record["character"] in TEST_CHARACTERS
+        assert len(record["top_k"]) == 4
+        assert record["top_k"][0] == [record["character"], record["probability"]]
+        values = [p for _, p in record["top_k"]]
+        assert values == sorted(values, reverse=True)
+        assert 0 < record["probability"] <= 1
+
+
+def test_predict_files_and_table(capsys, sample_paths, tiny_bundle):
+    code, out, err = run_cli(capsys, "predict", sample_paths[0], sample_paths[5], "--model", tiny_bundle, "--top-k", "2")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].rstrip().endswith("top 2")
+    assert len(lines) == 3
+    assert lines[1].startswith(str(sample_paths[0])) or lines[1].startswith("...")
+
+
+def test_predict_missing_path(capsys, tmp_path, tiny_bundle):
+    code, out, err = run_cli(capsys, "predict", tmp_path / "nothing.jpg", "--model", tiny_bundle)
+    assert code == 2
+    assert "no such file or folder" in one_line_error(err)
+    assert out == ""
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "text", "missing"])
+def test_predict_with_a_bad_model(capsys, tmp_path, sample_paths, kind):
+    model = tmp_path / "model.simpsons"
+    if kind == "random bytes":
+        model.write_bytes(os.urandom(3000))
+    elif kind == "text":
+        model.write_text("not a model")
+    code, out, err = run_cli(capsys, "predict", sample_paths[0], "--model", model)
+    assert code == 2
+    assert str(model) in one_line_error(err)
+    assert out == ""
+
+
+def test_predict_folder_with_a_corrupt_image(capsys, tmp_path, sample_paths, tiny_bundle):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for path in sample_paths[:4]:
+        shutil.copyfile(path, folder / path.name)
+    (folder / "broken.jpg").write_bytes(sample_paths[4].read_bytes()[:300])
+    (folder / ".DS_Store").write_bytes(b"\0\1\2")
+
+    code, out, err = run_cli(capsys, "predict", folder, "--model", tiny_bundle, "--json")
+
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert sorted(Path(r["path"]).name for r in records) == sorted(p.name for p in sample_paths[:4])
+    assert "skipped 1 unreadable file(s)" in err
+    assert "broken.jpg" in err
+    assert ".DS_Store" not in err + out
+
+
+def test_predict_folder_of_only_bad_files(capsys, tmp_path, tiny_bundle):
+    (tmp_path / "a.jpg").write_text("no")
+    code, out, err = run_cli(capsys, "predict", tmp_path, "--model", tiny_bundle)
+    assert code == 2
+    assert "no readable image" in one_line_error(err)
+
+
+def test_predict_with_a_threshold_answers_unknown(capsys, tmp_path, sample_paths):
+    sure = tmp_path / "never-sure.simpsons"
+    make_bundle(sure, TEST_CHARACTERS, threshold=0.999)  # an untrained model is never that sure
+    code, out, err = run_cli(capsys, "predict", *sample_paths[:3], "--model", sure, "--json")
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["character"] for r in records] == [UNKNOWN] * 3
+    assert all(r["best_guess"] in TEST_CHARACTERS for r in records)
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_samples_with_reports(capsys, tmp_path, samples_dir, tiny_bundle):
+    metrics = tmp_path / "metrics.json"
+    reports = tmp_path / "reports"
+    code, out, err = run_cli(capsys, "evaluate", samples_dir, "--model", tiny_bundle, "--json", metrics,
+                             "--report-dir", reports)
+
+    assert code == 0
+    result = json.loads(metrics.read_text())
+    assert result["images"] == 60
+    assert result["characters"] == TEST_CHARACTERS
+    matrix = np.array(result["confusion_matrix"])
+    assert matrix.shape == (20, 20)
+    assert (matrix.sum(axis=1) == 3).all()  # 3 samples of each character
+    assert result["accuracy"] == pytest.approx(np.trace(matrix) / 60)
+    assert 0 <= result["macro_f1"] <= 1
+    assert set(result["per_class"]) == set(TEST_CHARACTERS)
+    for name, scores in result["per_class"].items():
+        assert scores["support"] == 3
+        index = TEST_CHARACTERS.index(name)
+        assert scores["recall"] == pytest.approx(matrix[index, index] / 3)
+    assert result["unknown_characters"] == {}
+    for name in ("confusion_matrix.png", "predictions_grid.png"):
+        with Image.open(reports / name) as picture:
+            assert picture.format == "PNG" and picture.width > 300
+    assert "precision" in out and "recall" in out
+    assert "not counted" not in out
+
+
+def test_evaluate_sets_unknown_characters_apart(capsys, tmp_path, sample_paths):
+    three = ["bart_simpson", "homer_simpson", "lisa_simpson"]
+    model = tmp_path / "three.simpsons"
+    make_bundle(model, three)
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in sample_paths:
+        if path.stem.rsplit("_", 1)[0] in three + ["moe_szyslak"]:
+            shutil.copyfile(path, folder / path.name)
+    # someone the model has never heard of, drawn from a real frame
+    open_sample(sample_paths[0]).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "groundskeeper_willie_1.jpg")
+    metrics = tmp_path / "metrics.json"
+
+    code, out, err = run_cli(capsys, "evaluate", folder, "--model", model, "--json", metrics)
+
+    assert code == 0
+    assert "not counted: 3 image(s) of moe_szyslak" in out
+    assert "not counted: 1 image(s) of groundskeeper_willie" in out
+    result = json.loads(metrics.read_text())
+    assert result["images"] == 9
+    assert result["unknown_characters"] == {"moe_szyslak": 3, "groundskeeper_willie": 1}
+    assert np.array(result["confusion_matrix"]).shape == (3, 3)
+    assert np.array(result["confusion_matrix"]).sum() == 9
+
+
+def test_evaluate_with_no_known_character(capsys, tmp_path, sample_paths):
+    model = tmp_path / "two.simpsons"
+    make_bundle(model, ["bart_simpson", "lisa_simpson"])
+    folder = tmp_path / "others"
+    folder.mkdir()
+    for path in sample_paths[:3]:
+        shutil.copyfile(path, folder / path.name)
+    code, out, err = run_cli(capsys, "evaluate", folder, "--model", model)
+    assert code == 2
+    assert "none of the images" in one_line_error(err)
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+def test_dataset_stats(capsys, tmp_path, samples_dir):
+    plot = tmp_path / "counts.png"
+    stats = tmp_path / "stats.json"
+    code, out, err = run_cli(capsys, "dataset", "stats", samples_dir, "--plot", plot, "--json", stats)
+
+    assert code == 0
+    result = json.loads(stats.read_text())
+    assert result["counts"] == {name: 3 for name in TEST_CHARACTERS}
+    assert result["images"] == 60
+    assert 40 <= result["near_duplicate_groups"] <= 60
+    assert result["unreadable"] == []
+    with Image.open(plot) as picture:
+        assert picture.format == "PNG"
+    assert "total" in out and " 60" in out
+    assert "no unreadable files" in out
+    for name in TEST_CHARACTERS:
+        assert name in out
+
+
+def test_dataset_stats_reports_unreadable_files(capsys, tmp_path, sample_paths):
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for path in sample_paths[:3]:
+        shutil.copyfile(path, folder / path.name)
+    (folder / "abraham_grampa_simpson_7.jpg").write_bytes(b"")
+    stats = tmp_path / "stats.json"
+    code, out, err = run_cli(capsys, "dataset", "stats", folder, "--json", stats)
+    assert code == 0
+    assert "skipped 1 unreadable file(s)" in out
+    result = json.loads(stats.read_text())
+    assert [Path(item["path"]).name for item in result["unreadable"]] == ["abraham_grampa_simpson_7.jpg"]
+    assert result["counts"] == {"abraham_grampa_simpson": 3}
+
+
+def test_dataset_stats_missing_folder(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "dataset", "stats", tmp_path / "missing")
+    assert code == 2
+    assert "dataset folder not found" in one_line_error(err)
+
+
+def test_dataset_pack(capsys, tmp_path, samples_dir):
+    pack = tmp_path / "samples.pack.npz"
+    code, out, err = run_cli(capsys, "dataset", "pack", samples_dir, "--out", pack, "--image-size", "24")
+    assert code == 0
+    assert "packed 60 images of 20 characters" in out
+    code, out, err = run_cli(capsys, "dataset", "stats", pack)
+    assert code == 0
+    assert "total" in out and "60" in out
+    code, out, err = run_cli(capsys, "dataset", "pack", samples_dir, "--out", tmp_path / "samples.npz")
+    assert code == 2
+    assert ".pack.npz" in one_line_error(err)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_train_with_too_few_images(capsys, tmp_path, samples_dir):
+    code, out, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--min-images", "1000")
+    assert code == 2
+    line = one_line_error(err)
+    assert "no character has at least 1000 images" in line and "the most is 3" in line
+    assert not (tmp_path / "run" / "model.simpsons").exists()
+
+
+def test_train_without_out(capsys, samples_dir):
+    code, out, err = run_cli(capsys, "train", samples_dir)
+    assert code == 2
+    assert "--out" in one_line_error(err)
+
+
+@pytest.mark.parametrize("selection", [["--min-images", "1"], ["--characters", "bart_simpson,homer_simpson"]])
+def test_train_on_too_few_images_for_a_split(capsys, tmp_path, samples_dir, selection):
+    """The samples (3 frames per character) cannot be split shot-aware: a one-line error, not a traceback."""
+    code, out, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", *selection, "--epochs", "1",
+                             "--image-size", "32")
+    assert code == 2
+    one_line_error(err)
+    assert not (tmp_path / "run" / "model.simpsons").exists()
+
+
+def test_train_unknown_character(capsys, tmp_path, samples_dir):
+    code, out, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--characters", "frank_grimes")
+    assert code == 2
+    assert "unknown character(s): frank_grimes" in one_line_error(err)
+
+
+def test_train_list_presets(capsys):
+    code, out, err = run_cli(capsys, "train", "--list-presets")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()]
+    assert names == ["article", "article6", "strong"]
+
+
+def test_train_resume_of_nothing(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--resume", tmp_path)
+    assert code == 2
+    assert "no resumable run" in one_line_error(err)
+
+
+def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, samples_dir):
+    run = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10", "--epochs", "2",
+                             "--batch-size", "8", "--image-size", "32", "--test", samples_dir, "--time-limit", "1e-6")
+    assert code == 0
+    assert "time limit reached after epoch 1" in out
+    assert read_description(run / "model.simpsons")["metadata"]["metrics"]["epochs_done"] == 1
+
+    code, out, err = run_cli(capsys, "train", "--resume", run)
+    assert code == 0
+    with open(run / "history.csv") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
+    metadata = read_description(run / "model.simpsons")["metadata"]
+    assert metadata["metrics"]["epochs_done"] == 2
+    assert metadata["recipe"]["image_size"] == 32 and metadata["recipe"]["batch_size"] == 8
+
+    code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10")
+    assert code == 2
+    assert "already holds a training run" in one_line_error(err)
+
+    code, out, err = run_cli(capsys, "predict", samples_dir / "bart_simpson_0.jpg", "--model", run / "model.simpsons",
+                             "--json")
+    assert code == 0
+    assert json.loads(out)["character"] in ["bart_simpson", "homer_simpson", "lisa_simpson"]
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["predict"])
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
+        main(["predict", "x.jpg", "--top-k", "0"])
+    assert raised.value.code == 2

@@ -1,0 +1,161 @@
+"""The model registry: every architecture builds and learns; the article's network; augmentation."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+from simpsons import data as datasets
+from simpsons.errors import SimpsonsError
+from simpsons.models import (
+    ARCHITECTURES,
+    RandomAffine,
+    build_augmentation,
+    build_seed,
+    build_training_model,
+    get_architecture,
+)
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
+    """8 real sample frames of 8 different characters at 32 px, with one-hot labels over 20 classes."""
+    loaded = datasets.load_images(samples_dir, SIZE)
+    chosen = np.array([np.flatnonzero(loaded.labels == c)[0] for c in range(0, 16, 2)])
+    images = loaded.images[chosen].astype(np.float32)
+    return images, np.eye(20, dtype=np.float32)[loaded.labels[chosen]]
+
+
+def test_registry():
+    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet"}
+    for name, arch in ARCHITECTURES.items():
+        assert get_architecture(name) is arch
+        assert arch.augmentation in ("article", "strong")
+    with pytest.raises(SimpsonsError, match="unknown architecture 'vgg'.*seed"):
+        get_architecture("vgg")
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_architecture_builds_and_outputs_probabilities(name, batch):
+    images, _ = batch
+    model = ARCHITECTURES[name].build(20, SIZE)
+
+    assert model.input_shape == (None, SIZE, SIZE, 3)
+    assert model.output_shape == (None, 20)
+    probabilities = np.asarray(model.predict_on_batch(images))
+    assert probabilities.shape == (8, 20)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    # the scaling to [0, 1] is inside the model: raw 0..255 pixels in, no outside preprocessing
+    assert isinstance(model.layers[1], layers.Rescaling)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_architecture_learns_from_real_images(name, batch):
+    images, labels = batch
+    keras.utils.set_random_seed(0)
+    model = ARCHITECTURES[name].build(20, SIZE)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+
+    before = float(model.test_on_batch(images, labels))
+    training = [float(model.train_on_batch(images, labels)) for _ in range(10)]
+    after = float(model.test_on_batch(images, labels))
+
+    # train_on_batch reports the loss of the forward pass before each update
+    assert np.isfinite(training).all()
+    assert np.mean(training[-3:]) < 0.9 * training[0]
+    if not any(isinstance(layer, layers.BatchNormalization) for layer in model.layers):
+        # without batch norm (whose moving statistics lag behind) inference sees the progress too
+        assert after < before
+
+
+def test_seed_is_the_article_network():
+    model = build_seed(20, 64)
+    kinds = [type(layer).__name__ for layer in model.layers[1:]]
+    assert kinds == [
+        "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
+        "Flatten", "Dense", "Dropout", "Dense",
+    ]
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    assert [c.filters for c in convs] == [32, 32, 64, 64]
+    assert all(tuple(c.kernel_size) == (3, 3) for c in convs)
+    assert all(c.activation is keras.activations.relu for c in convs)
+    assert [layer.rate for layer in model.layers if isinstance(layer, layers.Dropout)] == [0.25, 0.25, 0.5]
+    dense = [layer for layer in model.layers if isinstance(layer, layers.Dense)]
+    assert [d.units for d in dense] == [512, 20]
+    assert dense[0].activation is keras.activations.relu
+    assert dense[1].activation is keras.activations.softmax
+    # 64 px: 64 -> 62 -> 31 -> 29 -> 14, so the dense layer sees 14 * 14 * 64 features
+    assert dense[0].kernel.shape == (14 * 14 * 64, 512)
+
+
+@pytest.mark.parametrize("classes", [2, 42])
+def test_number_of_classes(classes):
+    for arch in ARCHITECTURES.values():
+        assert arch.build(classes, SIZE).output_shape == (None, classes)
+
+
+@pytest.mark.parametrize("policy", ["article", "strong"])
+def test_augmentation_changes_pictures_only_in_training(policy, batch):
+    images, _ = batch
+    augmentation = build_augmentation(policy, SIZE, seed=1)
+
+    augmented = np.asarray(augmentation(images, training=True))
+    untouched = np.asarray(augmentation(images, training=False))
+
+    assert augmented.shape == images.shape
+    assert np.abs(augmented - images).mean() > 1.0
+    np.testing.assert_allclose(untouched, images, atol=1e-3)
+    # still pixels in about 0..255, not rescaled to 0..1
+    assert augmented.max() > 100
+
+
+@pytest.mark.parametrize("name", ["seed", "resnet"])
+def test_training_model_at_inference_is_the_classifier(name, batch):
+    images, _ = batch
+    keras.utils.set_random_seed(0)
+    arch = ARCHITECTURES[name]
+    classifier = arch.build(20, SIZE)
+    model = build_training_model(classifier, build_augmentation(arch.augmentation, SIZE, seed=0))
+
+    assert model.layers[-1] is classifier
+    alone = np.asarray(classifier(images, training=False))
+    wrapped = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(wrapped, alone, rtol=1e-5, atol=1e-6)
+    trained_view = np.asarray(model(images, training=True))
+    assert not np.allclose(trained_view, alone, atol=1e-6)
+
+
+def test_unknown_augmentation_policy():
+    with pytest.raises(SimpsonsError, match="unknown augmentation policy 'wild'"):
+        build_augmentation("wild", SIZE)
+
+
+def test_random_affine_with_no_motion_is_the_identity(batch):
+    images = batch[0]
+    still = RandomAffine(rotation_degrees=0.0, shift=0.0, zoom=(1.0, 1.0), flip=False, seed=0)
+    np.testing.assert_allclose(np.asarray(still(images, training=True)), images, atol=1e-3)
+
+
+def test_random_affine_flip_mirrors_and_stays_in_range(batch):
+    images = batch[0]
+    flipped = np.asarray(RandomAffine(0.0, 0.0, (1.0, 1.0), flip=True, seed=3)(images, training=True))
+    mirrored = images[:, :, ::-1]
+    # each picture is either untouched or mirrored left to right, and both outcomes occur
+    outcome = [np.allclose(f, m, atol=1e-3) for f, m in zip(flipped, mirrored)]
+    kept = [np.allclose(f, i, atol=1e-3) for f, i in zip(flipped, images)]
+    assert all(a or b for a, b in zip(outcome, kept)) and any(outcome) and any(kept)
+    moved = np.asarray(RandomAffine(30.0, 0.3, (0.7, 1.5), seed=1)(images, training=True))
+    assert moved.min() >= images.min() - 1e-3 and moved.max() <= images.max() + 1e-3
+
+
+def test_random_affine_survives_a_save_and_load(tmp_path):
+    layer_model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), RandomAffine(5.0, 0.05, (0.9, 1.2), seed=2)])
+    layer_model.save(tmp_path / "augment.keras")
+    loaded = keras.saving.load_model(tmp_path / "augment.keras")
+    config = loaded.layers[0].get_config()
+    assert (config["rotation_degrees"], config["shift"], config["zoom"]) == (5.0, 0.05, [0.9, 1.2])

@@ -1,0 +1,90 @@
+"""The real data set in ../shared/data: counts, the default selection and the shot-aware split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import TEST_CHARACTERS
+
+from simpsons import data as datasets
+
+pytestmark = pytest.mark.shared
+
+SIZE = 32  # decoding at 32 px keeps this quick; the hashes come from the full pictures anyway
+
+
+@pytest.fixture(scope="module")
+def training_set(shared_data: Path) -> datasets.LabelledImages:
+    return datasets.load_images(shared_data / "simpsons" / "simpsons_dataset", SIZE)
+
+
+@pytest.fixture(scope="module")
+def test_set(shared_data: Path) -> datasets.LabelledImages:
+    return datasets.load_images(shared_data / "simpsons" / "kaggle_simpson_testset", SIZE)
+
+
+@pytest.fixture(scope="module")
+def selected(training_set) -> datasets.LabelledImages:
+    return datasets.select_characters(training_set)
+
+
+def test_training_folder(training_set):
+    assert len(training_set) == 15_456
+    assert len(training_set.characters) == 42
+    assert training_set.bad_files == []
+    assert training_set.images.shape == (15_456, SIZE, SIZE, 3)
+    counts = training_set.counts()
+    assert counts["homer_simpson"] == 2097
+    assert counts["maggie_simpson"] == 72
+    assert counts["lionel_hutz"] == 3
+    assert sum(counts.values()) == 15_456
+
+
+def test_default_selection_is_the_20_test_characters(selected, training_set):
+    assert selected.characters == TEST_CHARACTERS
+    counts = training_set.counts()
+    assert len(selected) == sum(counts[name] for name in TEST_CHARACTERS)
+    assert min(selected.counts().values()) >= datasets.DEFAULT_MIN_IMAGES
+    dropped = [name for name in training_set.characters if name not in TEST_CHARACTERS]
+    assert max(counts[name] for name in dropped) < datasets.DEFAULT_MIN_IMAGES
+
+
+def test_flat_test_set(test_set):
+    assert len(test_set) == 801
+    assert test_set.characters == TEST_CHARACTERS
+    assert test_set.bad_files == []
+    assert all(30 <= n <= 50 for n in test_set.counts().values())
+
+
+def test_default_split_has_no_near_duplicates_across(selected):
+    train, validation = datasets.shot_aware_split(selected)
+
+    assert len(np.intersect1d(train, validation)) == 0
+    assert len(train) + len(validation) == len(selected)
+    assert 0.10 < len(validation) / len(selected) < 0.20
+    assert set(selected.labels[validation].tolist()) == set(range(20))
+    closest = datasets.HASH_BITS
+    train_hashes = selected.hashes[train]
+    for start in range(0, len(validation), 1024):
+        chunk = selected.hashes[validation[start : start + 1024]]
+        closest = min(closest, int(datasets.hamming_distances(chunk, train_hashes).min()))
+    assert closest > datasets.NEAR_DUPLICATE_DISTANCE
+
+
+# Measured for the shipped model with `simpsons evaluate` (MODEL_CARD.md): accuracy 0.880, macro F1 0.881.
+SHIPPED_MIN_ACCURACY = 0.86
+SHIPPED_MIN_MACRO_F1 = 0.86
+
+
+def test_shipped_model_on_the_whole_test_set(shared_data: Path, tmp_path: Path):
+    from simpsons.evaluation import evaluate
+    from simpsons.prediction import Predictor
+
+    predictor = Predictor.load()
+    test = datasets.load_images(shared_data / "simpsons" / "kaggle_simpson_testset", predictor.image_size)
+    metrics = evaluate(predictor, test).as_dict()
+    assert metrics["images"] == 801
+    assert metrics["accuracy"] >= SHIPPED_MIN_ACCURACY
+    assert metrics["macro_f1"] >= SHIPPED_MIN_MACRO_F1

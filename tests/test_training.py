@@ -1,0 +1,316 @@
+"""Training: the run folder, time limits, resume, Ctrl-C and refusing to overwrite a run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from simpsons import data as datasets
+from simpsons import training
+from simpsons.bundle import load_bundle
+from simpsons.errors import SimpsonsError
+from simpsons.training import (
+    BUNDLE_NAME,
+    PRESETS,
+    balanced_class_weights,
+    read_history,
+    resolve_recipe,
+    resume_training,
+    train,
+)
+
+CHARACTERS = ["bart_simpson", "homer_simpson", "lisa_simpson"]
+FAST = {"batch_size": 8, "image_size": 32}
+
+
+def history_rows(run: Path) -> list[dict[str, str]]:
+    with open(run / "history.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def test_presets_and_overrides():
+    assert set(PRESETS) == {"article", "article6", "strong"}
+    article = PRESETS["article"]
+    assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
+        "seed", 64, "rmsprop", 1e-4, 32)
+
+    recipe = resolve_recipe("article", None, epochs=2, batch_size=8, image_size=32)
+    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("seed", 2, 8, 32)
+    assert recipe.learning_rate == article.learning_rate
+    assert resolve_recipe(None, "resnet").name == "strong"
+    assert resolve_recipe(None, None).name == "article"
+    assert resolve_recipe("strong", "seed").arch == "seed"
+    assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
+
+
+@pytest.mark.parametrize(
+    ("preset", "arch", "overrides", "message"),
+    [
+        ("fancy", None, {}, "unknown preset 'fancy'"),
+        (None, "vgg", {}, "unknown architecture 'vgg'"),
+        ("article", "vgg", {}, "unknown architecture 'vgg'"),
+        ("article", None, {"epochs": 0}, "--epochs must be at least 1"),
+        ("article", None, {"image_size": 0}, "--image-size must be at least 1"),
+    ],
+)
+def test_bad_recipes(preset, arch, overrides, message):
+    with pytest.raises(SimpsonsError, match=message):
+        resolve_recipe(preset, arch, **overrides)
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_optimizers_of_every_preset(name):
+    recipe = PRESETS[name]
+    optimizer = training.build_optimizer(recipe, steps_per_epoch=100)
+    first = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    if recipe.optimizer == "adamw_cosine":
+        assert first == pytest.approx(recipe.learning_rate / 100)  # warm-up starts low
+    else:
+        assert first == pytest.approx(recipe.learning_rate)
+
+
+def test_balanced_class_weights():
+    labels = np.array([0] * 100 + [1] * 25 + [2] * 4)
+    weights = balanced_class_weights(labels, 4)
+    assert weights[0] < weights[1] < weights[2]
+    assert weights[2] / weights[0] == pytest.approx(5.0)  # sqrt(100 / 4)
+    assert weights[3] == 0.0
+    assert np.mean(list(weights.values())) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+@pytest.fixture(scope="module")
+def finished_run(training_folder, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "article"
+    recipe = resolve_recipe("article", None, epochs=2, **FAST)
+    bundle_path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+    assert bundle_path == run / BUNDLE_NAME
+    return run
+
+
+def test_training_folder_is_as_built(training_folder):
+    loaded = datasets.load_images(training_folder, 32)
+    assert loaded.counts() == {name: 12 for name in CHARACTERS}
+    assert loaded.bad_files == []
+
+
+def test_run_folder_contents(finished_run):
+    for name in ("run.json", "history.csv", "learning_curve.png", "best.weights.h5", "last.keras", BUNDLE_NAME,
+                 "state.json"):
+        assert (finished_run / name).is_file(), name
+    assert not list(finished_run.glob(".*partial*"))
+    assert state(finished_run) == {"epochs_done": 2}
+
+    run = json.loads((finished_run / "run.json").read_text())
+    assert run["characters"] == CHARACTERS
+    assert run["recipe"]["epochs"] == 2 and run["recipe"]["image_size"] == 32 and run["recipe"]["arch"] == "seed"
+    assert run["train_images"] + run["validation_images"] == 36
+    assert run["validation_images"] > 0
+
+    rows = history_rows(finished_run)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    for row in rows:
+        for column in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_second"):
+            assert np.isfinite(float(row[column])), column
+        assert float(row["learning_rate"]) == pytest.approx(1e-4)
+
+    with Image.open(finished_run / "learning_curve.png") as curve:
+        assert curve.format == "PNG"
+        assert curve.width > 400 and curve.height > 200
+
+
+def test_run_bundle(finished_run, training_folder):
+    bundle = load_bundle(finished_run / BUNDLE_NAME)
+    assert bundle.characters == CHARACTERS
+    assert bundle.image_size == 32
+    assert bundle.model.input_shape == (None, 32, 32, 3)
+    assert bundle.model.output_shape == (None, 3)
+
+    metadata = bundle.metadata
+    assert metadata["arch"] == "seed"
+    assert metadata["interrupted"] is False
+    assert metadata["recipe"]["epochs"] == 2
+    metrics = metadata["metrics"]
+    assert metrics["epochs_done"] == 2
+    assert metrics["best_epoch"] in (1, 2)
+    assert 0.0 <= metrics["validation_accuracy"] <= 1.0
+    # the bundle carries the best epoch's weights: its accuracy is the best validation accuracy in the history
+    history = read_history(finished_run / "history.csv")
+    assert metrics["validation_accuracy"] == pytest.approx(max(row["val_accuracy"] for row in history), abs=1e-6)
+    assert metadata["train_images"] + metadata["validation_images"] == 36
+    loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
+    assert metadata["data_fingerprint"] == datasets.fingerprint(loaded)
+
+
+def test_second_train_into_the_same_folder_is_refused(finished_run, training_folder):
+    before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
+    recipe = resolve_recipe("article", None, epochs=1, **FAST)
+    with pytest.raises(SimpsonsError, match="already holds a training run"):
+        train(str(training_folder), str(finished_run), recipe, characters=CHARACTERS)
+    assert {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()} == before
+
+
+def test_resume_of_a_folder_without_a_run(tmp_path):
+    with pytest.raises(SimpsonsError, match="no resumable run"):
+        resume_training(str(tmp_path))
+
+
+def test_training_with_a_test_set(training_folder, samples_dir, tmp_path):
+    recipe = resolve_recipe("article", None, epochs=1, **FAST)
+    train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS, test_dir=str(samples_dir))
+    metrics = load_bundle(tmp_path / "run" / BUNDLE_NAME).metadata["metrics"]
+    assert metrics["test_images"] == 9  # the samples of the three trained characters only
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+# --------------------------------------------------------------------------- time limit and resume
+
+
+@pytest.fixture(scope="module")
+def stopped_run(training_folder, tmp_path_factory) -> Path:
+    """A 3-epoch run stopped by its time limit after the first epoch."""
+    run = tmp_path_factory.mktemp("runs") / "stopped"
+    recipe = resolve_recipe("article", None, epochs=3, **FAST)
+    train(str(training_folder), str(run), recipe, characters=CHARACTERS, time_limit_minutes=1e-6)
+    return run
+
+
+def test_time_limit_stops_after_one_epoch(stopped_run):
+    assert state(stopped_run) == {"epochs_done": 1}
+    assert [row["epoch"] for row in history_rows(stopped_run)] == ["0"]
+    bundle = load_bundle(stopped_run / BUNDLE_NAME)
+    assert bundle.metadata["metrics"]["epochs_done"] == 1
+    assert bundle.metadata["recipe"]["epochs"] == 3
+
+
+@pytest.fixture(scope="module")
+def resumed_run(stopped_run, tmp_path_factory) -> dict:
+    """A copy of the stopped run, resumed; with what the folder held before."""
+    run = tmp_path_factory.mktemp("runs") / "resumed"
+    shutil.copytree(stopped_run, run)
+    before = {
+        "history": history_rows(run),
+        "run.json": json.loads((run / "run.json").read_text()),
+        "best.weights.h5": (run / "best.weights.h5").read_bytes(),
+    }
+    resume_training(str(run))  # with the run folder's own recipe, data, seed and split
+    return {"run": run, "before": before}
+
+
+def test_resume_continues_where_it_stopped(resumed_run):
+    run, before = resumed_run["run"], resumed_run["before"]
+    rows = history_rows(run)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert rows[0] == before["history"][0]
+    assert state(run) == {"epochs_done": 3}
+    assert json.loads((run / "run.json").read_text()) == before["run.json"]
+    bundle = load_bundle(run / BUNDLE_NAME)
+    assert bundle.characters == CHARACTERS
+    assert bundle.image_size == 32
+    assert bundle.metadata["arch"] == "seed"
+    assert bundle.metadata["recipe"]["name"] == "article"
+    assert bundle.metadata["metrics"]["epochs_done"] == 3
+    assert bundle.metadata["interrupted"] is False
+    # the optimizer continued too (its schedule counts steps): three epochs of steps in all
+    steps = -(-before["run.json"]["train_images"] // 8)
+    last = keras.saving.load_model(run / "last.keras")
+    assert int(keras.ops.convert_to_numpy(last.optimizer.iterations)) == 3 * steps
+
+
+def test_resume_keeps_the_best_checkpoint_of_the_whole_run(resumed_run):
+    """best.weights.h5 is only replaced by an epoch better than every earlier one, including those
+    before the interruption; otherwise the bundle ships a worse epoch than its history promises."""
+    run, before = resumed_run["run"], resumed_run["before"]
+    history = read_history(run / "history.csv")
+    first = history[0]["val_accuracy"]
+    improved = max(row["val_accuracy"] for row in history[1:]) > first
+    rewritten = (run / "best.weights.h5").read_bytes() != before["best.weights.h5"]
+    assert rewritten == improved, (
+        f"validation accuracy per epoch {[row['val_accuracy'] for row in history]}: "
+        f"best.weights.h5 {'was' if rewritten else 'was not'} replaced after resuming"
+    )
+    metrics = load_bundle(run / BUNDLE_NAME).metadata["metrics"]
+    assert metrics["validation_accuracy"] == pytest.approx(max(row["val_accuracy"] for row in history), abs=1e-6)
+
+
+def test_resume_from_another_working_directory(training_folder, tmp_path, monkeypatch):
+    """run.json must not depend on the folder training was started from."""
+    shutil.copytree(training_folder, tmp_path / "project" / "data")
+    monkeypatch.chdir(tmp_path / "project")
+    recipe = resolve_recipe("article", None, epochs=2, **FAST)
+    train("data", "run", recipe, characters=CHARACTERS, time_limit_minutes=1e-6)
+    assert state(tmp_path / "project" / "run") == {"epochs_done": 1}
+
+    monkeypatch.chdir(tmp_path)
+    resume_training(str(tmp_path / "project" / "run"))
+
+    assert [row["epoch"] for row in history_rows(tmp_path / "project" / "run")] == ["0", "1"]
+
+
+def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "interrupted"
+    original = training.EpochRecorder.on_epoch_begin
+
+    def interrupt_in_epoch_two(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        original(self, epoch, logs)
+
+    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt_in_epoch_two)
+    recipe = resolve_recipe("article", None, epochs=2, **FAST)
+    path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+
+    assert "interrupted" in capsys.readouterr().out
+    assert path == run / BUNDLE_NAME
+    bundle = load_bundle(path)
+    assert bundle.metadata["interrupted"] is True
+    assert bundle.metadata["metrics"]["epochs_done"] == 1
+    assert bundle.characters == CHARACTERS
+    assert state(run) == {"epochs_done": 1}
+    assert [row["epoch"] for row in history_rows(run)] == ["0"]
+    assert (run / "last.keras").is_file()
+
+    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", original)
+    resume_training(str(run))
+
+    assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
+    assert state(run) == {"epochs_done": 2}
+    resumed = load_bundle(run / BUNDLE_NAME)
+    assert resumed.metadata["interrupted"] is False
+    assert resumed.metadata["metrics"]["epochs_done"] == 2
+
+
+def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path, monkeypatch):
+    def interrupt(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt)
+    recipe = resolve_recipe("article", None, epochs=2, **FAST)
+    with pytest.raises(SimpsonsError, match="before the first epoch"):
+        train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS)
+    assert not (tmp_path / "run" / BUNDLE_NAME).exists()
+
+
+def test_training_needs_enough_images(training_folder, tmp_path):
+    recipe = resolve_recipe("article", None, epochs=1, **FAST)
+    with pytest.raises(SimpsonsError, match="no character has at least 1000 images"):
+        train(str(training_folder), str(tmp_path / "run"), recipe, min_images=1000)
+    with pytest.raises(SimpsonsError, match="dataset folder not found"):
+        train(str(tmp_path / "missing"), str(tmp_path / "run"), recipe)
+    assert not (tmp_path / "run" / "state.json").exists()
