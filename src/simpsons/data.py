@@ -92,13 +92,10 @@ def open_rgb(path: str | Path) -> Image.Image:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert a Pillow image of any mode to RGB."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if values.max() > 255 else 255.0
+        peak = 65535.0 if values.max() > 255 else 255.0 if values.max() > 1 else 1.0
         image = Image.fromarray(np.clip(values * 255.0 / peak, 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        image = Image.fromarray(np.clip(values * (255.0 if values.max() <= 1 else 1), 0, 255).astype(np.uint8), "L")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -376,7 +373,7 @@ def near_duplicate_groups(hashes: np.ndarray, max_distance: int = NEAR_DUPLICATE
     count = len(hashes)
     if count == 0:
         return np.zeros(0, dtype=np.int64)
-    signs = np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
+    signs = _signs(hashes)
     min_agreement = HASH_BITS - 2 * max_distance
     rows, cols = [], []
     for start in range(0, count, 2048):
@@ -389,11 +386,14 @@ def near_duplicate_groups(hashes: np.ndarray, max_distance: int = NEAR_DUPLICATE
     return connected_components(graph, directed=False)[1].astype(np.int64)
 
 
+def _signs(hashes: np.ndarray) -> np.ndarray:
+    """Packed hashes as +-1 vectors: the dot product of two is HASH_BITS - 2 * their distance."""
+    return np.unpackbits(hashes, axis=1).astype(np.float32) * 2 - 1
+
+
 def hamming_distances(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Pairwise Hamming distances between two sets of packed hashes."""
-    a = np.unpackbits(first, axis=1).astype(np.float32) * 2 - 1
-    b = np.unpackbits(second, axis=1).astype(np.float32) * 2 - 1
-    return ((HASH_BITS - a @ b.T) / 2).round().astype(np.int64)
+    return ((HASH_BITS - _signs(first) @ _signs(second).T) / 2).round().astype(np.int64)
 
 
 def shot_aware_split(

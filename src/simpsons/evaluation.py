@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
 
 from simpsons.bundle import Bundle, write_atomically  # noqa: E402
-from simpsons.data import LabelledImages  # noqa: E402
+from simpsons.data import LabelledImages, open_rgb  # noqa: E402
 from simpsons.prediction import Predictor  # noqa: E402
 
 
@@ -128,8 +128,6 @@ def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:
 
 def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 12, seed: int = 0) -> None:
     """The article's visual check: 12 pictures with true and predicted names, mistakes in red."""
-    from simpsons.data import open_rgb
-
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(evaluation.true), size=min(count, len(evaluation.true)), replace=False)
     columns = 4
