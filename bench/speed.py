@@ -1,4 +1,5 @@
-"""CPU speed of the pipeline the CLI uses: training images/s, batched prediction, one-image latency.
+"""CPU speed of the pipeline the CLI uses: training images/s, batched prediction, one-image latency
+(Keras and the exported ONNX model).
 
 Usage: python bench/speed.py [--model BUNDLE] [--repeats 5]
 Prints one JSON object; medians over repeats, measured in this one process.
@@ -11,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -18,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simpsons.data import load_images  # noqa: E402
+from simpsons.data import load_images, open_rgb  # noqa: E402
+from simpsons.export import export_onnx  # noqa: E402
 from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 from simpsons.training import PRESETS, build_optimizer  # noqa: E402
@@ -51,22 +54,29 @@ def training_speed(preset: str, steps: int, repeats: int) -> float:
     return count / statistics.median(seconds)
 
 
-def prediction_speed(model_path: str, repeats: int) -> dict[str, float]:
-    """Batched images/s and one-image latency of ``Predictor``, with ``model.predict`` as baseline."""
-    predictor = Predictor.load(model_path)
+def prediction_speed(predictor: Predictor, repeats: int) -> tuple[float, float]:
+    """Batched images/s (512 pictures) and one-image latency in ms (resize + network) of ``predictor``."""
     samples = load_images(SAMPLES, predictor.image_size, use_cache=False)
     batch = np.resize(samples.images, (512, *samples.images.shape[1:]))
-    from simpsons.data import open_rgb
-
     one = [open_rgb(samples.paths[0])]
     batched = timed(lambda: predictor.probabilities(batch), repeats)
     single = timed(lambda: predictor.predict_images(one), max(20, repeats * 10))
-    baseline = timed(lambda: predictor.bundle.model.predict(batch[:1].astype(np.float32), verbose=0), max(20, repeats * 10))
-    return {
-        "predict_images_per_second": len(batch) / statistics.median(batched),
-        "single_image_ms": 1000 * statistics.median(single),
-        "baseline_model_predict_single_ms": 1000 * statistics.median(baseline),
-    }
+    return len(batch) / statistics.median(batched), 1000 * statistics.median(single)
+
+
+def prediction_speeds(model_path: str, repeats: int) -> dict[str, float]:
+    """Keras and ONNX Runtime predictors of one bundle, with one-image ``model.predict`` as the baseline."""
+    keras_predictor = Predictor.load(model_path)
+    result = dict(zip(("predict_images_per_second", "single_image_ms"), prediction_speed(keras_predictor, repeats)))
+    pixels = np.zeros((1, keras_predictor.image_size, keras_predictor.image_size, 3), np.float32)
+    baseline = timed(lambda: keras_predictor.bundle.model.predict(pixels, verbose=0), max(20, repeats * 10))
+    result["baseline_model_predict_single_ms"] = 1000 * statistics.median(baseline)
+    with tempfile.TemporaryDirectory() as scratch:
+        onnx_path = os.path.join(scratch, "model.onnx")
+        export_onnx(keras_predictor.bundle, onnx_path)
+        onnx_speed = prediction_speed(Predictor.load(onnx_path), repeats)
+    result.update(zip(("onnx_predict_images_per_second", "onnx_single_image_ms"), onnx_speed))
+    return result
 
 
 def main() -> None:
@@ -80,7 +90,7 @@ def main() -> None:
               "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d")}
     if not args.skip_training:
         result["train_seed_images_per_second"] = training_speed("article", args.train_steps, args.repeats)
-    result.update(prediction_speed(args.model, args.repeats))
+    result.update(prediction_speeds(args.model, args.repeats))
     print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()}, indent=2))
 
 

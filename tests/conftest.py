@@ -16,6 +16,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "shared: needs the real data set in ../shared/data (fails under CI if missing)")
     # Keras 3 on NumPy 2 warns about its own __array__ on every predict: noise, not the project's
     config.addinivalue_line("filterwarnings", "ignore:__array__ implementation doesn't accept a copy keyword")
+    # Keras' bundled tf2onnx helper probes np.object: a NumPy FutureWarning, not the project's
+    config.addinivalue_line("filterwarnings", "ignore:In the future `np.object` will be defined")
 
 
 @pytest.fixture(scope="session", autouse=True)

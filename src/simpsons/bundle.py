@@ -2,7 +2,7 @@
 
 A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
 ``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
-training metadata). It loads under any Keras backend.
+optional per-character thresholds and softmax temperature, training metadata). It loads under any Keras backend.
 """
 
 from __future__ import annotations
@@ -29,11 +29,28 @@ PREPROCESSING = {"color": "RGB", "resize": "squash", "resample": "bilinear", "in
 class Bundle:
     """A classifier with its character names and how to feed it."""
 
-    model: keras.Model
+    model: keras.Model  # or any object with ``predict_on_batch`` (an ONNX Runtime session, see export.py)
     characters: list[str]
     image_size: int
     threshold: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    character_thresholds: dict[str, float] | None = None
+    temperature: float | None = None
+
+    @classmethod
+    def from_description(cls, model: Any, description: dict[str, Any]) -> Bundle:
+        """A bundle of ``model`` with what a checked ``bundle.json`` says."""
+        temperature = description.get("temperature")
+        character_thresholds = description.get("character_thresholds") or None
+        return cls(
+            model=model,
+            characters=list(description["characters"]),
+            image_size=int(description["image_size"]),
+            threshold=description.get("threshold"),
+            metadata=description.get("metadata", {}),
+            character_thresholds=character_thresholds and {str(k): float(v) for k, v in character_thresholds.items()},
+            temperature=float(temperature) if temperature is not None else None,
+        )
 
     def description(self) -> dict[str, Any]:
         """What ``bundle.json`` holds."""
@@ -44,6 +61,8 @@ class Bundle:
             "image_size": self.image_size,
             "preprocessing": PREPROCESSING,
             "threshold": self.threshold,
+            "character_thresholds": self.character_thresholds,
+            "temperature": self.temperature,
             "metadata": self.metadata,
         }
 
@@ -87,12 +106,20 @@ def read_description(path: str | Path) -> dict[str, Any]:
             description = json.loads(zipped.read("bundle.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
         raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
+    return check_description(description, path)
+
+
+def check_description(description: Any, path: str | Path) -> dict[str, Any]:
+    """Refuse a description that is not a simpsons bundle's, or one from a newer version."""
     if not isinstance(description, dict):
         raise SimpsonsError(f"not a simpsons model bundle: {path} (bundle.json is not an object)")
     if description.get("format") != FORMAT:
         raise SimpsonsError(f"not a simpsons model bundle: {path} (format {description.get('format')!r})")
     if description.get("version", 0) > FORMAT_VERSION:
         raise SimpsonsError(f"{path} was written by a newer simpsons (bundle version {description['version']})")
+    temperature = description.get("temperature")
+    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (temperature {temperature!r} is not positive)")
     return description
 
 
@@ -107,10 +134,4 @@ def load_bundle(path: str | Path) -> Bundle:
             model = keras.saving.load_model(model_file, compile=False)
         except Exception as error:  # Keras raises many kinds for a damaged model file
             raise SimpsonsError(f"the network in {path} cannot be loaded: {str(error)[:120]}") from None
-    return Bundle(
-        model=model,
-        characters=list(description["characters"]),
-        image_size=int(description["image_size"]),
-        threshold=description.get("threshold"),
-        metadata=description.get("metadata", {}),
-    )
+    return Bundle.from_description(model, description)

@@ -73,11 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
 
+    export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
+    export.add_argument("bundle", help="model bundle to export")
+    export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
+
     predict = commands.add_parser("predict", help="name the character in pictures")
     predict.add_argument("paths", nargs="+", help="image files or folders")
-    predict.add_argument("--model", help="model bundle (default: the shipped model)")
+    predict.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
     predict.add_argument("--top-k", type=_positive, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
+
+    confidence = commands.add_parser("confidence", help="confidence study: correct vs wrong, thresholds, calibration")
+    confidence.add_argument("data", help="labelled images (either layout) to study")
+    confidence.add_argument("--model", help="model bundle (default: the shipped model; --write needs one)")
+    confidence.add_argument("--report-dir", required=True,
+                            help="write the scatter, threshold and reliability PNGs here")
+    confidence.add_argument("--json", help="write the figures, all curves and the recommendation to this JSON file")
+    confidence.add_argument("--character", help="also plot the scatter for this character's images")
+    confidence.add_argument("--target-precision", type=float, metavar="P",
+                            help="recommend the lowest threshold reaching this precision instead of the best F1")
+    confidence.add_argument("--calibrate", metavar="TRAIN_DATA",
+                            help="fit a temperature on the shot-aware validation split of the model's training data")
+    confidence.add_argument("--write", action="store_true",
+                            help="store the thresholds and the temperature in the --model bundle")
     return parser
 
 
@@ -170,6 +188,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    from simpsons.bundle import load_bundle
+    from simpsons.export import export_onnx
+
+    if not args.onnx.endswith(".onnx"):
+        raise SimpsonsError("the exported file name must end in .onnx")
+    export_onnx(load_bundle(args.bundle), args.onnx)
+    print(f"wrote {args.onnx}")
+    return 0
+
+
 def _image_files(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for given in map(Path, paths):
@@ -218,7 +247,31 @@ def _print_table(paths: list[Path], predictions: list) -> None:
         print(f"{shown:<{width}}  {prediction.character:<26} {prediction.probability:>5.2f}  {top}")
 
 
-COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict}
+def run_confidence(args: argparse.Namespace) -> int:
+    from simpsons.bundle import load_bundle
+    from simpsons.confidence import run_study, write_to_bundle
+    from simpsons.evaluation import write_json
+    from simpsons.prediction import default_model_path
+
+    if args.write and not args.model:
+        raise SimpsonsError("--write needs --model BUNDLE (the shipped default model is never rewritten)")
+    if not Path(args.data).exists():
+        raise SimpsonsError(f"dataset folder not found: {args.data}")
+    bundle = load_bundle(args.model or default_model_path())
+    study = run_study(bundle, args.data, args.report_dir, character=args.character,
+                      target_precision=args.target_precision, calibrate=args.calibrate)
+    if args.write:
+        write_to_bundle(bundle, study, args.model)
+        study.payload["written_to"] = str(args.model)
+        print(f"wrote threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character "
+              f"threshold(s) and temperature {bundle.temperature} to {args.model}")
+    if args.json:
+        write_json({"model": str(args.model or default_model_path()), **study.payload}, args.json)
+    return 0
+
+
+COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
+            "confidence": run_confidence, "export": run_export}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -95,7 +95,8 @@ def write_json(payload: dict, path: str | Path) -> None:
     write_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
 
 
-def _save(figure: plt.Figure, path: str | Path) -> None:
+def save_figure(figure: plt.Figure, path: str | Path) -> None:
+    """Save a figure as PNG atomically (a temporary file renamed into place) and close it."""
     figure.tight_layout()
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial.png")
@@ -123,7 +124,7 @@ def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:
     axes.set_ylabel("true character")
     axes.set_title(f"Confusion matrix (rows sum to 1), accuracy {evaluation.accuracy:.3f}")
     figure.colorbar(shown, ax=axes, fraction=0.04, label="share of the true character's images")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 12, seed: int = 0) -> None:
@@ -150,7 +151,7 @@ def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 
     for axes in np.ravel(axes_grid)[len(chosen):]:
         axes.axis("off")
     figure.suptitle("True and predicted characters (mistakes in red)")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title: str) -> None:
@@ -168,7 +169,7 @@ def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title
     loss_axes.set_title("Loss")
     accuracy_axes.set_title("Accuracy")
     figure.suptitle(f"Learning curve: {title}")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_counts(counts: dict[str, int], path: str | Path, title: str) -> None:
@@ -181,4 +182,4 @@ def plot_counts(counts: dict[str, int], path: str | Path, title: str) -> None:
     axes.set_xlabel("images")
     axes.set_title(title)
     axes.tick_params(axis="y", labelsize=8)
-    _save(figure, path)
+    save_figure(figure, path)

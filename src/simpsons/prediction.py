@@ -39,6 +39,18 @@ class Prediction:
         }
 
 
+def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling from probabilities: ``softmax(log(p) / T)``.
+
+    ``log(p)`` equals the logits up to a per-row constant, so this is exact temperature
+    scaling of the network's logits; ``T > 1`` softens, ``T < 1`` sharpens, ``T = 1`` is a no-op.
+    """
+    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    scaled = np.exp(logits)
+    return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 class Predictor:
     """Classifies RGB images with a bundle; batches internally and keeps one compiled function."""
 
@@ -47,11 +59,17 @@ class Predictor:
         self.characters = bundle.characters
         self.image_size = bundle.image_size
         self.threshold = bundle.threshold
+        self.character_thresholds = dict(bundle.character_thresholds or {})
+        self.temperature = bundle.temperature
         self.batch_size = batch_size
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
-        """A predictor for the bundle at ``path``, or for the shipped default model."""
+        """A predictor for the bundle (or exported ``.onnx`` file) at ``path``, or the shipped default model."""
+        if path is not None and str(path).endswith(".onnx"):
+            from simpsons.export import load_onnx_bundle
+
+            return cls(load_onnx_bundle(path))
         return cls(load_bundle(path or default_model_path()))
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -59,7 +77,10 @@ class Predictor:
         return resize_square(image.convert("RGB"), self.image_size)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length.
+
+        With a ``temperature`` (from the bundle) they are temperature-scaled (calibrated).
+        """
         if len(pixels) == 0:
             return np.zeros((0, len(self.characters)), np.float32)
         model = self.bundle.model
@@ -67,16 +88,25 @@ class Predictor:
             np.asarray(model.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
             for start in range(0, len(pixels), self.batch_size)
         ]
-        return np.concatenate(chunks)
+        probabilities = np.concatenate(chunks)
+        return probabilities if self.temperature is None else apply_temperature(probabilities, self.temperature)
+
+    def threshold_for(self, character: str) -> float | None:
+        """The minimum probability for answering ``character``: its own threshold, else the global one."""
+        return self.character_thresholds.get(character, self.threshold)
 
     def decide(self, probabilities: np.ndarray, top_k: int = 3) -> list[Prediction]:
-        """Turn probability rows into predictions, answering ``unknown`` below the threshold."""
+        """Turn probability rows into predictions, answering ``unknown`` below the threshold.
+
+        The threshold is the predicted character's own one when the bundle has it, else the global one.
+        """
         predictions = []
         for row in probabilities:
             order = np.argsort(row)[::-1][: max(1, top_k)]
             best = self.characters[order[0]]
             probability = float(row[order[0]])
-            accepted = self.threshold is None or probability >= self.threshold
+            threshold = self.threshold_for(best)
+            accepted = threshold is None or probability >= threshold
             predictions.append(
                 Prediction(
                     character=best if accepted else UNKNOWN,

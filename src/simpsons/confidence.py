@@ -1,0 +1,437 @@
+"""The confidence study: how sure the model is when right and when wrong, thresholds and calibration.
+
+From the probability vectors of a labelled set: the best probability, the gap between the two
+best and the spread (standard deviation) per image, for correct against wrong predictions;
+precision, recall and F1 against a minimum probability below which the answer is ``unknown``;
+and temperature scaling fitted on the shot-aware validation split of the training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+
+from simpsons import data as datasets
+from simpsons.bundle import Bundle
+from simpsons.errors import SimpsonsError
+from simpsons.evaluation import save_figure, evaluate, plt, pretty
+from simpsons.prediction import Predictor, apply_temperature
+
+FIGURES = ("best", "gap", "std")
+FIGURE_LABELS = {"best": "best probability", "gap": "gap between the two best", "std": "std of the probabilities"}
+ARTICLE = {"correct": {"best": 0.83, "gap": 0.773, "std": 0.21}, "wrong": {"best": 0.27, "gap": 0.092, "std": 0.07}}
+THRESHOLDS = np.round(np.arange(101) / 100, 2)
+ECE_BINS = 15
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+# --------------------------------------------------------------------------- the three figures
+
+
+def confidence_figures(probabilities: np.ndarray) -> np.ndarray:
+    """Per image: best probability, gap between the two best, population std of the vector; shape (n, 3)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    ordered = np.sort(probabilities, axis=1)
+    best = ordered[:, -1]
+    second = ordered[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
+    return np.stack([best, best - second, probabilities.std(axis=1)], axis=1)
+
+
+def summarise_figures(figures: np.ndarray, correct: np.ndarray) -> dict:
+    """Count, mean and median of each figure for correct and for wrong predictions."""
+    summary = {}
+    for group, mask in (("correct", correct), ("wrong", ~correct)):
+        chosen = figures[mask]
+        summary[group] = {
+            "count": int(mask.sum()),
+            "mean": {name: _finite(chosen[:, i].mean()) if len(chosen) else None for i, name in enumerate(FIGURES)},
+            "median": {name: _finite(np.median(chosen[:, i])) if len(chosen) else None
+                       for i, name in enumerate(FIGURES)},
+        }
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """The correct-vs-wrong table, mean and median next to the article's (mean) figures."""
+    lines = [f"{'':<8} {'images':>6}  {'figure':<26} {'mean':>6} {'median':>7} {'article':>8}"]
+    for group in ("correct", "wrong"):
+        for i, name in enumerate(FIGURES):
+            mean, median = summary[group]["mean"][name], summary[group]["median"][name]
+            lines.append(
+                f"{group if i == 0 else '':<8} {summary[group]['count'] if i == 0 else '':>6}  "
+                f"{FIGURE_LABELS[name]:<26} {_number(mean):>6} {_number(median):>7} {ARTICLE[group][name]:>8}"
+            )
+    return "\n".join(lines)
+
+
+def plot_scatter(figures: np.ndarray, correct: np.ndarray, path: str | Path, title: str) -> None:
+    """The three figures pairwise (3 panels), correct in blue and wrong in red."""
+    figure, axes_row = plt.subplots(1, 3, figsize=(15, 4.6))
+    for axes, (x, y) in zip(axes_row, ((0, 1), (0, 2), (1, 2))):
+        for mask, label, colour in ((correct, "correct", "tab:blue"), (~correct, "wrong", "tab:red")):
+            axes.scatter(figures[mask, x], figures[mask, y], s=10, alpha=0.5, color=colour,
+                         label=f"{label} ({int(mask.sum())})")
+        axes.set_xlabel(FIGURE_LABELS[FIGURES[x]])
+        axes.set_ylabel(FIGURE_LABELS[FIGURES[y]])
+        axes.set_title(f"{FIGURE_LABELS[FIGURES[y]]} vs {FIGURE_LABELS[FIGURES[x]]}", fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
+    save_figure(figure, path)
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Element-wise ratio, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
+    return np.divide(numerator, denominator, out=np.zeros(len(numerator)), where=denominator > 0)
+
+
+def _curve(hits: np.ndarray, accepted: np.ndarray, support: int) -> dict[str, list[float]]:
+    """Precision, recall and F1 from correct-accepted and accepted counts per threshold."""
+    precision = _ratio(hits, accepted)
+    recall = hits / support if support else np.zeros(len(hits))
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(),
+            "accepted": accepted.astype(int).tolist(), "support": int(support)}
+
+
+def threshold_curves(
+    probabilities: np.ndarray, true: np.ndarray, characters: list[str], thresholds: np.ndarray = THRESHOLDS
+) -> dict:
+    """Precision, recall and F1 against the minimum probability, overall (micro) and per character.
+
+    An image whose best probability is below the threshold is answered ``unknown``: it is not
+    a prediction, so it lowers recall, and precision is over the accepted predictions only.
+    Per character, precision is over images predicted as it and recall over images truly of it.
+    """
+    best = probabilities.max(axis=1)
+    predicted = probabilities.argmax(axis=1)
+    correct = predicted == true
+    accepted = best[None, :] >= thresholds[:, None]  # (thresholds, images)
+    overall = _curve((accepted & correct).sum(axis=1), accepted.sum(axis=1), len(true))
+    per_character = {}
+    for index, name in enumerate(characters):
+        as_it = accepted & (predicted == index)
+        per_character[name] = _curve((as_it & correct).sum(axis=1), as_it.sum(axis=1), int((true == index).sum()))
+    return {"thresholds": thresholds.tolist(), "overall": overall, "per_character": per_character}
+
+
+@dataclass
+class Objective:
+    """How a threshold is chosen: best F1, or the lowest threshold reaching a target precision."""
+
+    target_precision: float | None = None
+
+    def describe(self) -> str:
+        if self.target_precision is None:
+            return "best F1 (lowest threshold among ties)"
+        return f"lowest threshold with precision >= {self.target_precision:g}"
+
+    def choose(self, curve: dict, thresholds: list[float]) -> float | None:
+        """The chosen threshold on ``curve``, or None when the objective cannot be met."""
+        if self.target_precision is None:
+            f1 = np.asarray(curve["f1"])
+            return float(thresholds[int(np.argmax(f1))]) if f1.max() > 0 else None
+        for threshold, precision, accepted in zip(thresholds, curve["precision"], curve["accepted"]):
+            if accepted > 0 and precision >= self.target_precision - 1e-12:
+                return float(threshold)
+        return None
+
+
+def recommend_thresholds(curves: dict, objective: Objective) -> dict:
+    """The recommended global threshold and per-character ones (characters absent or unmet are left out)."""
+    thresholds = curves["thresholds"]
+    overall = objective.choose(curves["overall"], thresholds)
+    per_character, unmet = {}, []
+    for name, curve in curves["per_character"].items():
+        if curve["support"] == 0:
+            continue
+        chosen = objective.choose(curve, thresholds)
+        if chosen is None:
+            unmet.append(name)
+        else:
+            per_character[name] = chosen
+    return {"objective": objective.describe(), "target_precision": objective.target_precision,
+            "threshold": overall, "reachable": overall is not None, "character_thresholds": per_character,
+            "characters_unreachable": unmet, "at_threshold": _point(curves["overall"], thresholds, overall)}
+
+
+def _point(curve: dict, thresholds: list[float], threshold: float | None) -> dict | None:
+    """Precision, recall, F1 and accepted images of a curve at one threshold."""
+    if threshold is None:
+        return None
+    i = thresholds.index(threshold)
+    return {key: curve[key][i] for key in ("precision", "recall", "f1", "accepted")}
+
+
+def plot_threshold_overall(curves: dict, recommended: dict, path: str | Path) -> None:
+    """Micro precision, recall and F1 against the minimum probability, with the recommended threshold."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.8))
+    _draw_curve(axes, curves["overall"], curves["thresholds"], recommended["threshold"], legend=True)
+    axes.set_xlabel("minimum probability (below it: 'unknown')")
+    axes.set_ylabel("score")
+    axes.set_title(f"All characters: precision, recall and F1 against the threshold\n"
+                   f"recommended {_number(recommended['threshold'])} ({recommended['objective']})", fontsize=10)
+    save_figure(figure, path)
+
+
+def plot_threshold_per_character(curves: dict, recommended: dict, path: str | Path) -> None:
+    """Small multiples: one precision/recall/F1 panel per character."""
+    names = list(curves["per_character"])
+    columns = 5
+    rows = max(1, int(np.ceil(len(names) / columns)))
+    figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows + 0.6), sharex=True, sharey=True,
+                                squeeze=False)
+    for axes, name in zip(grid.ravel(), names):
+        chosen = recommended["character_thresholds"].get(name)
+        _draw_curve(axes, curves["per_character"][name], curves["thresholds"], chosen, legend=axes is grid[0, 0])
+        axes.set_title(f"{pretty(name)} (t={_number(chosen)})", fontsize=9)
+    for axes in grid.ravel()[len(names):]:
+        axes.axis("off")
+    for axes in grid[-1]:
+        axes.set_xlabel("minimum probability")
+    for axes in grid[:, 0]:
+        axes.set_ylabel("score")
+    figure.suptitle(f"Precision, recall and F1 against the threshold, per character ({recommended['objective']})")
+    save_figure(figure, path)
+
+
+def _draw_curve(axes: plt.Axes, curve: dict, thresholds: list[float], chosen: float | None, legend: bool) -> None:
+    for key, colour in (("precision", "tab:blue"), ("recall", "tab:orange"), ("f1", "tab:green")):
+        axes.plot(thresholds, curve[key], color=colour, label=key if key != "f1" else "F1")
+    if chosen is not None:
+        axes.axvline(chosen, color="black", linestyle="--", linewidth=1, label="recommended")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    if legend:
+        axes.legend(fontsize=8, loc="lower left")
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def negative_log_likelihood(probabilities: np.ndarray, true: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes after temperature scaling."""
+    scaled = apply_temperature(probabilities, temperature).astype(np.float64)
+    return float(-np.mean(np.log(np.clip(scaled[np.arange(len(true)), true], 1e-30, None))))
+
+
+def fit_temperature(probabilities: np.ndarray, true: np.ndarray) -> float:
+    """The temperature minimising the NLL (bounded search in 0.05..20)."""
+    if len(true) == 0:
+        raise SimpsonsError("no images to fit the temperature on")
+    result = minimize_scalar(lambda t: negative_log_likelihood(probabilities, true, t),
+                             bounds=TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
+    return float(result.x)
+
+
+def reliability(probabilities: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """Per equal-width confidence bin: images, mean confidence and accuracy; and the ECE."""
+    confidence = probabilities.max(axis=1).astype(np.float64)
+    correct = probabilities.argmax(axis=1) == true
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # bins (lo, hi]; 0 goes to the first
+    counts = np.bincount(index, minlength=bins)
+    mean_confidence = _ratio(np.bincount(index, weights=confidence, minlength=bins), counts)
+    accuracy = _ratio(np.bincount(index, weights=correct.astype(float), minlength=bins), counts)
+    ece = float(np.sum(counts * np.abs(accuracy - mean_confidence)) / max(len(true), 1))
+    return {"edges": np.linspace(0, 1, bins + 1).tolist(), "count": counts.tolist(),
+            "confidence": mean_confidence.tolist(), "accuracy": accuracy.tolist(), "ece": ece}
+
+
+def expected_calibration_error(probabilities: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE: the image-weighted mean gap between accuracy and confidence over equal-width bins."""
+    return reliability(probabilities, true, bins)["ece"]
+
+
+def plot_reliability(diagrams: dict[str, dict], path: str | Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, one panel per probability set."""
+    figure, grid = plt.subplots(1, len(diagrams), figsize=(5.2 * len(diagrams), 4.8), squeeze=False)
+    for axes, (label, diagram) in zip(grid[0], diagrams.items()):
+        edges = np.asarray(diagram["edges"])
+        width = edges[1] - edges[0]
+        filled = np.asarray(diagram["count"]) > 0
+        axes.bar(edges[:-1][filled], np.asarray(diagram["accuracy"])[filled], width=width, align="edge",
+                 color="tab:blue", edgecolor="#333", alpha=0.8, label="accuracy")
+        centres = (edges[:-1] + width / 2)[filled]
+        axes.scatter(centres, np.asarray(diagram["confidence"])[filled], marker="_", s=300, color="tab:red",
+                     linewidths=2, zorder=3, label="mean confidence")
+        axes.plot([0, 1], [0, 1], color="black", linestyle="--", linewidth=1, label="perfect calibration")
+        axes.set_xlim(0, 1)
+        axes.set_ylim(0, 1)
+        axes.set_xlabel("confidence (best probability)")
+        axes.set_ylabel("accuracy")
+        axes.set_title(f"{label}: ECE {diagram['ece']:.3f}")
+        axes.legend(fontsize=8, loc="upper left")
+    figure.suptitle(f"Reliability diagram ({ECE_BINS} equal-width bins)")
+    save_figure(figure, path)
+
+
+def validation_split(train_data: str | Path, bundle: Bundle) -> datasets.LabelledImages:
+    """The bundle's shot-aware validation images, recomputed from its training folder."""
+    images = datasets.load_images(train_data, bundle.image_size)
+    images = datasets.select_characters(images, characters=bundle.characters)
+    _, validation = datasets.shot_aware_split(
+        images, seed=int(bundle.metadata.get("seed", 0)),
+        validation_fraction=float(bundle.metadata.get("validation_fraction", 0.15)),
+    )
+    return images.subset(validation)
+
+
+# --------------------------------------------------------------------------- the study
+
+
+@dataclass
+class Study:
+    """What the confidence study found: the JSON payload, the temperature used and the recommendation."""
+
+    payload: dict
+    temperature: float | None
+    recommended: dict
+
+
+def raw_predictor(bundle: Bundle) -> Predictor:
+    """A predictor giving the network's own probabilities: no temperature, no thresholds."""
+    predictor = Predictor(bundle)
+    predictor.temperature = None
+    predictor.threshold = None
+    predictor.character_thresholds = {}
+    return predictor
+
+
+def run_study(
+    bundle: Bundle,
+    data_dir: str | Path,
+    report_dir: str | Path,
+    *,
+    character: str | None = None,
+    target_precision: float | None = None,
+    calibrate: str | Path | None = None,
+    log=print,
+) -> Study:
+    """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload."""
+    if character is not None and character not in bundle.characters:
+        raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
+                            f"{', '.join(bundle.characters)}")
+    if target_precision is not None and not 0 < target_precision <= 1:
+        raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
+    predictor = raw_predictor(bundle)
+    images = datasets.load_images(data_dir, bundle.image_size)
+    if images.bad_files:
+        log(datasets.describe_bad_files(images.bad_files))
+    result = evaluate(predictor, images)
+    if len(result.true) == 0:
+        raise SimpsonsError(f"none of the images in {data_dir} shows a character the model knows")
+    for name, paths in result.unknown_paths.items():
+        log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
+    raw, true = result.probabilities, result.true
+
+    calibration = {"temperature": bundle.temperature, "source": "bundle" if bundle.temperature else None}
+    if calibrate is not None:
+        validation = validation_split(calibrate, bundle)
+        fit = evaluate(predictor, validation)
+        temperature = fit_temperature(fit.probabilities, fit.true)
+        calibration = {"temperature": temperature,
+                       "source": f"fitted on the shot-aware validation split of {calibrate}",
+                       "validation_images": int(len(fit.true)),
+                       "validation_nll_before": negative_log_likelihood(fit.probabilities, fit.true),
+                       "validation_nll_after": negative_log_likelihood(fit.probabilities, fit.true, temperature)}
+    temperature = calibration["temperature"]
+    probabilities = raw if temperature is None else apply_temperature(raw, temperature)
+    before, after = reliability(raw, true), reliability(probabilities, true)
+    calibration.update({"bins": ECE_BINS, "ece_before": before["ece"], "ece_after": after["ece"],
+                        "nll_before": negative_log_likelihood(raw, true),
+                        "nll_after": negative_log_likelihood(probabilities, true, 1.0),
+                        "reliability_before": before, "reliability_after": after})
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    correct = result.true == result.predicted
+    figures = confidence_figures(probabilities)
+    summary = summarise_figures(figures, correct)
+    log(f"{len(true)} images, accuracy {result.accuracy:.3f}"
+        + ("" if temperature is None else f"; probabilities temperature-scaled with T={temperature:.3f}"))
+    log(summary_table(summary))
+    plot_scatter(figures, correct, report_dir / "scatter_all.png", "Confidence of correct and wrong predictions")
+    written = ["scatter_all.png"]
+    if character is not None:
+        mine = true == bundle.characters.index(character)
+        plot_scatter(figures[mine], correct[mine], report_dir / f"scatter_{character}.png",
+                     f"Confidence of correct and wrong predictions: {pretty(character)} images")
+        written.append(f"scatter_{character}.png")
+
+    curves = threshold_curves(probabilities, true, bundle.characters)
+    recommended = recommend_thresholds(curves, Objective(target_precision))
+    log(describe_recommendation(recommended, curves))
+    plot_threshold_overall(curves, recommended, report_dir / "threshold_overall.png")
+    plot_threshold_per_character(curves, recommended, report_dir / "threshold_per_character.png")
+    diagrams = {"before (network)": before}
+    if temperature is not None:
+        diagrams[f"after (T={temperature:.2f})"] = after
+    plot_reliability(diagrams, report_dir / "reliability.png")
+    written += ["threshold_overall.png", "threshold_per_character.png", "reliability.png"]
+    log(describe_calibration(calibration))
+    log(f"wrote {', '.join(written)} to {report_dir}")
+
+    payload = {
+        "data": str(data_dir), "images": int(len(true)), "accuracy": result.accuracy, "characters": bundle.characters,
+        "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
+                    "calibrated": temperature is not None,
+                    "summary_uncalibrated": summarise_figures(confidence_figures(raw), correct)},
+        "curves": curves, "recommended": recommended, "calibration": calibration,
+        "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
+        "plots": written,
+    }
+    return Study(payload=payload, temperature=temperature, recommended=recommended)
+
+
+def describe_recommendation(recommended: dict, curves: dict) -> str:
+    """The recommended thresholds in words."""
+    lines = [f"objective: {recommended['objective']}"]
+    at = recommended["at_threshold"]
+    if recommended["threshold"] is None:
+        lines.append(f"recommended global threshold: none (precision {recommended['target_precision']:g} "
+                     f"is unreachable on this data)" if recommended["target_precision"] is not None
+                     else "recommended global threshold: none (no correct prediction)")
+    else:
+        lines.append(f"recommended global threshold: {recommended['threshold']:.2f} (precision {at['precision']:.3f}, "
+                     f"recall {at['recall']:.3f}, F1 {at['f1']:.3f}; at 0: F1 {curves['overall']['f1'][0]:.3f})")
+    chosen = recommended["character_thresholds"]
+    if chosen:
+        lines.append("per character: " + ", ".join(f"{name} {value:.2f}" for name, value in chosen.items()))
+    if recommended["characters_unreachable"]:
+        lines.append("objective unreachable for: " + ", ".join(recommended["characters_unreachable"]))
+    return "\n".join(lines)
+
+
+def describe_calibration(calibration: dict) -> str:
+    """Temperature and ECE before/after in one line."""
+    if calibration["temperature"] is None:
+        return f"no calibration (give --calibrate TRAIN_DATA); ECE {calibration['ece_before']:.4f}"
+    return (f"temperature T={calibration['temperature']:.4f} ({calibration['source']}); "
+            f"ECE before {calibration['ece_before']:.4f}, after {calibration['ece_after']:.4f}")
+
+
+def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
+    """Store the recommended thresholds and the temperature in the bundle file, atomically."""
+    from simpsons.bundle import save_bundle
+
+    if study.recommended["threshold"] is None:
+        raise SimpsonsError("no global threshold meets the objective; nothing written to the bundle")
+    bundle.threshold = study.recommended["threshold"]
+    bundle.character_thresholds = dict(study.recommended["character_thresholds"]) or None
+    bundle.temperature = study.temperature
+    save_bundle(bundle, path)
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,324 @@
+"""The confidence study: the three figures, threshold curves, recommendations, calibration, bundles, CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import TEST_CHARACTERS, make_bundle, open_sample
+
+from simpsons.bundle import load_bundle, read_description, save_bundle
+from simpsons.cli import main
+from simpsons.confidence import (
+    Objective,
+    confidence_figures,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    recommend_thresholds,
+    summarise_figures,
+    threshold_curves,
+)
+from simpsons.prediction import UNKNOWN, Predictor, apply_temperature
+
+THREE = ["bart_simpson", "homer_simpson", "lisa_simpson"]
+PLOTS = ["scatter_all.png", "threshold_overall.png", "threshold_per_character.png", "reliability.png"]
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits, labels drawn from softmax(logits) (so that is calibrated), and 3x over-confident probabilities."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, size=(4000, 5))
+    calibrated = softmax(logits)
+    labels = np.array([rng.choice(5, p=row) for row in calibrated])
+    return logits, labels, softmax(3 * logits)
+
+
+# --------------------------------------------------------------------------- the three figures
+
+
+def test_figures_on_a_hand_made_matrix():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8], [1 / 3, 1 / 3, 1 / 3]])
+    figures = confidence_figures(probabilities)
+    np.testing.assert_allclose(figures[:, 0], [0.7, 0.4, 0.8, 1 / 3])
+    np.testing.assert_allclose(figures[:, 1], [0.5, 0.0, 0.7, 0.0], atol=1e-12)
+    np.testing.assert_allclose(figures[:, 2], [0.2624669, 0.0942809, 0.3299832, 0.0], atol=1e-6)
+    summary = summarise_figures(figures, np.array([True, False, True, False]))
+    assert summary["correct"]["count"] == 2 and summary["wrong"]["count"] == 2
+    assert summary["correct"]["mean"]["best"] == pytest.approx(0.75)
+    assert summary["correct"]["mean"]["gap"] == pytest.approx(0.6)
+    assert summary["wrong"]["median"]["best"] == pytest.approx((0.4 + 1 / 3) / 2)
+    assert summary["wrong"]["mean"]["std"] == pytest.approx(0.0942809 / 2)
+
+
+def test_summary_of_an_empty_group_is_none():
+    summary = summarise_figures(confidence_figures(np.array([[0.9, 0.1]])), np.array([True]))
+    assert summary["wrong"] == {"count": 0, "mean": dict.fromkeys(("best", "gap", "std")),
+                                "median": dict.fromkeys(("best", "gap", "std"))}
+
+
+# --------------------------------------------------------------------------- threshold curves
+
+
+def test_threshold_curves_by_hand():
+    # best 0.9 right, 0.6 right, 0.5 wrong (ties go to the first: predicted a, true b), 0.7 right (b)
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.3, 0.7]])
+    true = np.array([0, 0, 1, 1])
+    curves = threshold_curves(probabilities, true, ["a", "b"])
+    at = {t: i for i, t in enumerate(curves["thresholds"])}
+    overall = curves["overall"]
+    assert overall["precision"][at[0.0]] == pytest.approx(3 / 4) == overall["recall"][at[0.0]]
+    assert overall["precision"][at[0.55]] == 1.0 and overall["recall"][at[0.55]] == pytest.approx(3 / 4)
+    assert overall["precision"][at[0.65]] == 1.0 and overall["recall"][at[0.65]] == pytest.approx(2 / 4)
+    assert overall["accepted"][at[0.65]] == 2
+    assert overall["precision"][at[0.95]] == 0.0 and overall["recall"][at[0.95]] == 0.0  # nothing accepted
+    a, b = curves["per_character"]["a"], curves["per_character"]["b"]
+    assert a["precision"][at[0.0]] == pytest.approx(2 / 3) and a["recall"][at[0.0]] == 1.0
+    assert b["precision"][at[0.0]] == 1.0 and b["recall"][at[0.0]] == pytest.approx(1 / 2)
+    assert b["support"] == 2 and b["accepted"][at[0.71]] == 0
+
+
+def test_curves_start_at_accuracy_and_recall_never_rises(synthetic):
+    _, labels, probabilities = synthetic
+    curves = threshold_curves(probabilities, labels, list("abcde"))
+    accuracy = np.mean(probabilities.argmax(axis=1) == labels)
+    assert curves["thresholds"][0] == 0.0 and curves["thresholds"][-1] == 1.0 and len(curves["thresholds"]) == 101
+    assert curves["overall"]["precision"][0] == pytest.approx(accuracy)
+    assert curves["overall"]["recall"][0] == pytest.approx(accuracy)
+    for curve in [curves["overall"], *curves["per_character"].values()]:
+        assert np.all(np.diff(curve["recall"]) <= 1e-12)
+        assert np.all(np.diff(curve["accepted"]) <= 0)
+
+
+def test_recommended_threshold_maximises_f1(synthetic):
+    _, labels, probabilities = synthetic
+    curves = threshold_curves(probabilities, labels, list("abcde"))
+    recommended = recommend_thresholds(curves, Objective())
+    f1 = curves["overall"]["f1"]
+    assert f1[curves["thresholds"].index(recommended["threshold"])] == pytest.approx(max(f1))
+    assert recommended["threshold"] > 0  # over-confident probabilities: dropping the unsure helps F1
+    assert "F1" in recommended["objective"]
+    for name, threshold in recommended["character_thresholds"].items():
+        own = curves["per_character"][name]["f1"]
+        assert own[curves["thresholds"].index(threshold)] == pytest.approx(max(own))
+
+
+def test_target_precision_picks_the_lowest_threshold_reaching_it(synthetic):
+    _, labels, probabilities = synthetic
+    curves = threshold_curves(probabilities, labels, list("abcde"))
+    recommended = recommend_thresholds(curves, Objective(target_precision=0.7))
+    assert recommended["reachable"] and "precision >= 0.7" in recommended["objective"]
+    i = curves["thresholds"].index(recommended["threshold"])
+    precision = curves["overall"]["precision"]
+    assert precision[i] >= 0.7
+    assert all(p < 0.7 for p in precision[:i])
+    assert recommended["at_threshold"]["precision"] == precision[i]
+
+
+def test_unreachable_target_precision_is_reported():
+    probabilities = np.array([[1.0, 0.0], [0.8, 0.2], [0.3, 0.7]])
+    true = np.array([1, 0, 1])  # the surest answer (probability 1) is wrong: precision 1 is never reached
+    recommended = recommend_thresholds(threshold_curves(probabilities, true, ["a", "b"]), Objective(1.0))
+    assert recommended["threshold"] is None and recommended["reachable"] is False
+    assert recommended["characters_unreachable"] == ["a"]
+    assert recommended["character_thresholds"] == {"b": 0.0}
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def test_temperature_one_is_a_no_op(synthetic):
+    _, _, probabilities = synthetic
+    np.testing.assert_allclose(apply_temperature(probabilities, 1.0), probabilities, atol=1e-6)
+
+
+def test_temperature_is_exact_scaling_of_the_logits(synthetic):
+    logits, _, probabilities = synthetic
+    np.testing.assert_allclose(apply_temperature(probabilities, 3.0), softmax(logits), atol=1e-5)
+
+
+def test_temperature_scaling_lowers_ece_on_held_out_data(synthetic):
+    _, labels, probabilities = synthetic
+    fit, check = slice(0, 2000), slice(2000, None)
+    temperature = fit_temperature(probabilities[fit], labels[fit])
+    assert 2.5 < temperature < 3.5  # the probabilities were made 3x too sharp
+    calibrated = apply_temperature(probabilities[check], temperature)
+    before = expected_calibration_error(probabilities[check], labels[check])
+    after = expected_calibration_error(calibrated, labels[check])
+    assert after < before / 2
+    assert negative_log_likelihood(probabilities[check], labels[check], temperature) < negative_log_likelihood(
+        probabilities[check], labels[check])
+    assert np.array_equal(calibrated.argmax(axis=1), probabilities[check].argmax(axis=1))  # accuracy unchanged
+
+
+def test_ece_by_hand():
+    probabilities = np.array([[0.95, 0.05], [0.95, 0.05], [0.55, 0.45], [0.55, 0.45]])
+    true = np.array([0, 1, 0, 0])  # bin of 0.95: accuracy 0.5; bin of 0.55: accuracy 1
+    assert expected_calibration_error(probabilities, true) == pytest.approx((2 * 0.45 + 2 * 0.45) / 4)
+
+
+# --------------------------------------------------------------------------- bundle and predictor
+
+
+@pytest.fixture(scope="module")
+def pixels(sample_paths) -> np.ndarray:
+    return np.stack([np.asarray(open_sample(p).resize((32, 32))) for p in sample_paths[:12]])
+
+
+def test_bundle_with_temperature_and_thresholds_round_trips(tmp_path, pixels):
+    path = tmp_path / "model.simpsons"
+    bundle = make_bundle(path, TEST_CHARACTERS)
+    raw = Predictor(load_bundle(path)).probabilities(pixels)
+    bundle.threshold = 0.5
+    bundle.character_thresholds = {"lisa_simpson": 0.2}
+    bundle.temperature = 0.5
+    save_bundle(bundle, path)
+    description = read_description(path)
+    assert description["temperature"] == 0.5 and description["character_thresholds"] == {"lisa_simpson": 0.2}
+    loaded = load_bundle(path)
+    assert (loaded.threshold, loaded.character_thresholds, loaded.temperature) == (0.5, {"lisa_simpson": 0.2}, 0.5)
+    predictor = Predictor(loaded)
+    assert predictor.threshold_for("lisa_simpson") == 0.2 and predictor.threshold_for("bart_simpson") == 0.5
+    np.testing.assert_allclose(predictor.probabilities(pixels), apply_temperature(raw, 0.5), atol=1e-5)
+
+
+def test_character_threshold_overrides_the_global_one(tmp_path, pixels):
+    bundle = make_bundle(tmp_path / "model.simpsons", TEST_CHARACTERS)
+    predictor = Predictor(bundle)
+    probabilities = predictor.probabilities(pixels)
+    row = probabilities[:1]
+    name, best = TEST_CHARACTERS[int(row.argmax())], float(row.max())
+    predictor.threshold = 1.0
+    assert predictor.decide(row)[0].character == UNKNOWN  # below the global threshold
+    predictor.character_thresholds = {name: best - 1e-4}
+    assert predictor.decide(row)[0].character == name  # above its own threshold
+    predictor.threshold = 0.0
+    predictor.character_thresholds = {name: best + 1e-4}
+    answer = predictor.decide(row)[0]
+    assert answer.character == UNKNOWN and answer.best_guess == name and answer.probability == pytest.approx(best)
+
+
+def test_a_bundle_without_the_new_fields_behaves_as_before(tmp_path, pixels):
+    path = tmp_path / "old.simpsons"
+    make_bundle(path, TEST_CHARACTERS, threshold=0.3)
+    with zipfile.ZipFile(path) as zipped:
+        description = json.loads(zipped.read("bundle.json"))
+        model = zipped.read("model.keras")
+    del description["temperature"], description["character_thresholds"]
+    with zipfile.ZipFile(path, "w") as zipped:
+        zipped.writestr("bundle.json", json.dumps(description))
+        zipped.writestr("model.keras", model)
+    bundle = load_bundle(path)
+    assert bundle.temperature is None and bundle.character_thresholds is None and bundle.threshold == 0.3
+    predictor = Predictor(bundle)
+    expected = np.asarray(bundle.model.predict_on_batch(pixels.astype(np.float32)))
+    np.testing.assert_allclose(predictor.probabilities(pixels), expected, atol=1e-6)
+    for answer, row in zip(predictor.decide(expected), expected):
+        assert answer.character == (TEST_CHARACTERS[int(row.argmax())] if row.max() >= 0.3 else UNKNOWN)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_study_of_the_shipped_model_on_the_samples(capsys, samples_dir, tmp_path):
+    report = tmp_path / "report"
+    code, out, _ = run_cli(capsys, "confidence", samples_dir, "--report-dir", report, "--json", tmp_path / "c.json",
+                           "--character", "lisa_simpson")
+    assert code == 0
+    for name in [*PLOTS, "scatter_lisa_simpson.png"]:
+        assert (report / name).stat().st_size > 10_000, name
+    assert "0.83" in out and "0.092" in out and "recommended global threshold" in out and "best F1" in out
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert payload["images"] == 60
+    assert len(payload["curves"]["thresholds"]) == 101 and len(payload["curves"]["per_character"]) == 20
+    assert payload["curves"]["overall"]["recall"][0] == pytest.approx(payload["accuracy"])
+    assert payload["recommended"]["objective"].startswith("best F1")
+    assert payload["calibration"]["temperature"] is None
+    assert payload["figures"]["article"]["wrong"]["gap"] == 0.092
+
+
+def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
+    model = tmp_path / "three.simpsons"
+    make_bundle(model, THREE)
+    report = tmp_path / "report"
+    code, out, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", report,
+                             "--json", tmp_path / "c.json", "--calibrate", training_folder, "--write")
+    assert code == 0, err
+    payload = json.loads((tmp_path / "c.json").read_text())
+    calibration = payload["calibration"]
+    assert 0.05 <= calibration["temperature"] <= 20 and calibration["validation_images"] > 0
+    assert calibration["validation_nll_after"] <= calibration["validation_nll_before"] + 1e-9
+    assert all((report / name).exists() for name in PLOTS)
+    written = load_bundle(model)
+    assert written.threshold == payload["recommended"]["threshold"]
+    assert written.temperature == pytest.approx(calibration["temperature"])
+    assert (written.character_thresholds or {}) == payload["recommended"]["character_thresholds"]
+    assert "wrote threshold" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--write"], "--write needs --model"),
+        (["--character", "maggie_simpson"], "does not know the character"),
+        (["--target-precision", "0"], "(0, 1]"),
+        (["--target-precision", "1.5"], "(0, 1]"),
+    ],
+)
+def test_cli_bad_input_exits_2(capsys, tmp_path, samples_dir, tiny_bundle, extra, message):
+    model = [] if "--write" in extra else ["--model", tiny_bundle]
+    code, _, err = run_cli(capsys, "confidence", samples_dir, *model, "--report-dir", tmp_path, *extra)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("simpsons: error: ") and message in lines[0]
+
+
+def test_cli_missing_data_exits_2(capsys, tmp_path, tiny_bundle):
+    code, _, err = run_cli(capsys, "confidence", tmp_path / "nowhere", "--model", tiny_bundle, "--report-dir", tmp_path)
+    assert code == 2 and "not found" in err
+
+
+def test_cli_unreachable_target_is_reported(capsys, tmp_path, samples_dir):
+    code, out, _ = run_cli(capsys, "confidence", samples_dir, "--report-dir", tmp_path, "--json", tmp_path / "c.json",
+                           "--target-precision", "1")
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert code == 0
+    if payload["recommended"]["reachable"]:
+        assert payload["recommended"]["at_threshold"]["precision"] == 1.0
+    else:
+        assert "unreachable" in out
+
+
+# --------------------------------------------------------------------------- the real data set
+
+
+@pytest.mark.shared
+def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, shared_data: Path):
+    root = shared_data / "simpsons"
+    code, out, err = run_cli(capsys, "confidence", root / "kaggle_simpson_testset", "--calibrate",
+                             root / "simpsons_dataset", "--report-dir", tmp_path, "--json", tmp_path / "c.json")
+    assert code == 0, err
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert {"images", "accuracy", "figures", "curves", "recommended", "calibration", "plots"} <= set(payload)
+    assert payload["images"] == 801
+    calibration = payload["calibration"]
+    assert {"temperature", "ece_before", "ece_after", "validation_images"} <= set(calibration)
+    assert calibration["ece_after"] <= calibration["ece_before"]
+    assert payload["recommended"]["threshold"] is not None
+    assert all((tmp_path / name).exists() for name in PLOTS)

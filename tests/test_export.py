@@ -1,0 +1,85 @@
+"""ONNX export: same answers as the Keras bundle, usable by predict, clear errors for foreign files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import TEST_CHARACTERS
+from test_cli import one_line_error, run_cli
+
+from simpsons import data as datasets
+from simpsons.bundle import load_bundle
+from simpsons.export import export_onnx, load_onnx_bundle
+from simpsons.prediction import Predictor, default_model_path
+
+
+@pytest.fixture(scope="module")
+def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = tmp_path_factory.mktemp("onnx") / "default.onnx"
+    export_onnx(load_bundle(default_model_path()), target)
+    return target
+
+
+def test_onnx_gives_the_same_probabilities_as_keras(shipped_onnx: Path, samples_dir: Path):
+    keras_predictor = Predictor.load()
+    onnx_predictor = Predictor.load(shipped_onnx)
+    images = datasets.load_images(samples_dir, keras_predictor.image_size).images
+    from_keras = keras_predictor.probabilities(images)
+    from_onnx = onnx_predictor.probabilities(images)
+    np.testing.assert_allclose(from_onnx, from_keras, atol=1e-4)
+    assert (from_onnx.argmax(axis=1) == from_keras.argmax(axis=1)).all()
+
+
+def test_onnx_file_carries_the_bundle_description(shipped_onnx: Path):
+    bundle = load_onnx_bundle(shipped_onnx)
+    original = load_bundle(default_model_path())
+    assert bundle.characters == original.characters == sorted(TEST_CHARACTERS)
+    assert bundle.image_size == original.image_size
+    assert bundle.metadata == original.metadata
+
+
+def test_export_and_predict_through_the_cli(capsys, tmp_path: Path, tiny_bundle: Path, sample_paths):
+    target = tmp_path / "tiny.onnx"
+    code, out, _ = run_cli(capsys, "export", tiny_bundle, "--onnx", target)
+    assert code == 0 and target.is_file() and str(target) in out
+    code, out, _ = run_cli(capsys, "predict", *sample_paths[:3], "--model", target, "--json")
+    keras_code, keras_out, _ = run_cli(capsys, "predict", *sample_paths[:3], "--model", tiny_bundle, "--json")
+    assert code == keras_code == 0
+    onnx_answers = [json.loads(line) for line in out.splitlines()]
+    keras_answers = [json.loads(line) for line in keras_out.splitlines()]
+    assert [a["character"] for a in onnx_answers] == [a["character"] for a in keras_answers]
+
+
+@pytest.mark.parametrize("content", [b"not an onnx graph", b""])
+def test_a_broken_onnx_file_is_a_clear_error(capsys, tmp_path: Path, sample_paths, content: bytes):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(content)
+    code, _, err = run_cli(capsys, "predict", sample_paths[0], "--model", broken)
+    assert code == 2
+    assert "broken.onnx" in one_line_error(err)
+
+
+def test_an_onnx_model_from_elsewhere_is_refused(tmp_path: Path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "foreign",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), foreign)
+    from simpsons.errors import SimpsonsError
+
+    with pytest.raises(SimpsonsError, match="not one exported by simpsons"):
+        load_onnx_bundle(foreign)
+
+
+def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):
+    code, _, err = run_cli(capsys, "export", tmp_path / "nothing.simpsons", "--onnx", tmp_path / "out.onnx")
+    assert code == 2 and "nothing.simpsons" in one_line_error(err)
+    assert not (tmp_path / "out.onnx").exists()
