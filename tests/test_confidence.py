@@ -13,6 +13,7 @@ from helpers import TEST_CHARACTERS, make_bundle, open_sample
 from simpsons.bundle import load_bundle, read_description, save_bundle
 from simpsons.cli import main
 from simpsons.confidence import (
+    open_set_figures,
     Objective,
     confidence_figures,
     expected_calibration_error,
@@ -322,3 +323,38 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     assert calibration["ece_after"] <= calibration["ece_before"]
     assert payload["recommended"]["threshold"] is not None
     assert all((tmp_path / name).exists() for name in PLOTS)
+
+
+def test_open_set_figures_separate_confident_known_from_flat_unknown():
+    rng = np.random.default_rng(0)
+    known = np.full((50, 4), 0.02)
+    known[np.arange(50), rng.integers(0, 4, 50)] = 0.94
+    unknown = np.full((40, 4), 0.25) + rng.normal(0, 0.01, (40, 4))
+    unknown /= unknown.sum(axis=1, keepdims=True)
+    figures = open_set_figures(known, unknown)
+    assert figures["known_images"] == 50 and figures["unknown_images"] == 40
+    for score in figures["scores"].values():
+        assert score["auroc"] == pytest.approx(1.0)
+        assert score["unknown_rejected_share"] == pytest.approx(1.0)
+    # swapped roles: the unknown images look surer than the known ones
+    assert open_set_figures(unknown, known)["scores"]["best probability"]["auroc"] == pytest.approx(0.0)
+
+
+def test_confidence_cli_measures_unknown_characters(capsys, tmp_path: Path, sample_paths):
+    model = tmp_path / "three.simpsons"
+    make_bundle(model, THREE)
+    known, strangers = tmp_path / "known", tmp_path / "strangers"
+    known.mkdir(), strangers.mkdir()
+    for path in sample_paths:
+        target = known if path.stem.rsplit("_", 1)[0] in THREE else strangers
+        target.joinpath(path.name).write_bytes(path.read_bytes())
+    code = main(["confidence", str(known), "--model", str(model), "--report-dir", str(tmp_path / "report"),
+                 "--unknown", str(strangers), "--json", str(tmp_path / "c.json")])
+    assert code == 0
+    open_set = json.loads((tmp_path / "c.json").read_text())["open_set"]
+    assert open_set["known_images"] == 9 and open_set["unknown_images"] == 51
+    assert 0.0 <= open_set["scores"]["best probability"]["auroc"] <= 1.0
+    assert (tmp_path / "report" / "open_set.png").is_file()
+    assert main(["confidence", str(known), "--model", str(model), "--report-dir", str(tmp_path / "r2"),
+                 "--unknown", str(known)]) == 2
+    assert "no unknown images" in capsys.readouterr().err

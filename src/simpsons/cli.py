@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                             help="recommend the lowest threshold reaching this precision instead of the best F1")
     confidence.add_argument("--calibrate", metavar="TRAIN_DATA",
                             help="fit a temperature on the shot-aware validation split of the model's training data")
+    confidence.add_argument("--unknown", metavar="DATA",
+                            help="labelled images whose characters the model does not know (others are ignored): "
+                                 "AUROC of known against unknown and the share rejected")
     confidence.add_argument("--write", action="store_true",
                             help="store the thresholds and the temperature in the --model bundle")
     return parser
@@ -259,7 +262,7 @@ def run_confidence(args: argparse.Namespace) -> int:
         raise SimpsonsError(f"dataset folder not found: {args.data}")
     bundle = load_bundle(args.model or default_model_path())
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
-                      target_precision=args.target_precision, calibrate=args.calibrate)
+                      target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown)
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)

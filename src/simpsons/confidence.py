@@ -283,6 +283,60 @@ def validation_split(train_data: str | Path, bundle: Bundle) -> datasets.Labelle
     return images.subset(validation)
 
 
+# --------------------------------------------------------------------------- unknown characters
+
+KNOWN_KEPT = 0.95
+OPEN_SET_SCORES = {"best probability": 0, "gap between the two best": 1}
+
+
+def open_set_figures(known: np.ndarray, unknown: np.ndarray) -> dict:
+    """How well confidence tells known characters from unknown ones, for each candidate score.
+
+    Per score: AUROC (known = positive), and the share of unknown images rejected at the
+    threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
+    with the highest AUROC.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    known_figures, unknown_figures = confidence_figures(known), confidence_figures(unknown)
+    scores = {}
+    for name, column in OPEN_SET_SCORES.items():
+        kept_from = float(np.quantile(known_figures[:, column], 1 - KNOWN_KEPT))
+        labels = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
+        scores[name] = {
+            "auroc": float(roc_auc_score(labels, np.r_[known_figures[:, column], unknown_figures[:, column]])),
+            "threshold_keeping_95_percent_known": kept_from,
+            "unknown_rejected_share": float(np.mean(unknown_figures[:, column] < kept_from)),
+        }
+    best = max(scores, key=lambda name: scores[name]["auroc"])
+    return {"known_images": int(len(known)), "unknown_images": int(len(unknown)), "scores": scores, "best": best}
+
+
+def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
+    """Histograms of the best probability for known and unknown characters."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    bins = np.linspace(0, 1, 26)
+    axes.hist(confidence_figures(known)[:, 0], bins=bins, alpha=0.6, density=True, label="known characters")
+    axes.hist(confidence_figures(unknown)[:, 0], bins=bins, alpha=0.6, density=True, label="unknown characters")
+    cut = figures["scores"]["best probability"]["threshold_keeping_95_percent_known"]
+    axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
+    axes.set_xlabel("best probability")
+    axes.set_ylabel("density")
+    auroc = figures["scores"]["best probability"]["auroc"]
+    axes.set_title(f"Known against unknown characters: AUROC {auroc:.3f}")
+    axes.legend()
+    save_figure(figure, path)
+
+
+def unknown_images(data_dir: str | Path, bundle: Bundle) -> datasets.LabelledImages:
+    """The images of ``data_dir`` showing characters the model was not trained on."""
+    images = datasets.load_images(data_dir, bundle.image_size)
+    strangers = [name for name in images.characters if name not in bundle.characters]
+    if not strangers:
+        raise SimpsonsError(f"every character in {data_dir} is known to the model: no unknown images to measure")
+    return datasets.relabel(images, strangers)
+
+
 # --------------------------------------------------------------------------- the study
 
 
@@ -312,6 +366,7 @@ def run_study(
     character: str | None = None,
     target_precision: float | None = None,
     calibrate: str | Path | None = None,
+    unknown: str | Path | None = None,
     log=print,
 ) -> Study:
     """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload."""
@@ -376,6 +431,15 @@ def run_study(
     plot_reliability(diagrams, report_dir / "reliability.png")
     written += ["threshold_overall.png", "threshold_per_character.png", "reliability.png"]
     log(describe_calibration(calibration))
+    open_set = None
+    if unknown is not None:
+        strangers = predictor.probabilities(unknown_images(unknown, bundle).images)
+        if temperature is not None:
+            strangers = apply_temperature(strangers, temperature)
+        open_set = open_set_figures(probabilities, strangers)
+        plot_open_set(probabilities, strangers, open_set, report_dir / "open_set.png")
+        written.append("open_set.png")
+        log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
 
     payload = {
@@ -385,9 +449,21 @@ def run_study(
                     "summary_uncalibrated": summarise_figures(confidence_figures(raw), correct)},
         "curves": curves, "recommended": recommended, "calibration": calibration,
         "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
+        "open_set": open_set,
         "plots": written,
     }
     return Study(payload=payload, temperature=temperature, recommended=recommended)
+
+
+def describe_open_set(figures: dict) -> str:
+    """The known-against-unknown figures in words."""
+    lines = [f"unknown characters: {figures['unknown_images']} images against {figures['known_images']} known"]
+    for name, score in figures["scores"].items():
+        lines.append(f"  {name}: AUROC {score['auroc']:.3f}; keeping 95% of known images "
+                     f"(>= {score['threshold_keeping_95_percent_known']:.2f}) rejects "
+                     f"{score['unknown_rejected_share']:.0%} of unknown ones")
+    lines.append(f"  best score: {figures['best']}")
+    return "\n".join(lines)
 
 
 def describe_recommendation(recommended: dict, curves: dict) -> str:
