@@ -263,6 +263,22 @@ def test_resume_from_another_working_directory(training_folder, tmp_path, monkey
     assert [row["epoch"] for row in history_rows(tmp_path / "project" / "run")] == ["0", "1"]
 
 
+def test_resume_refuses_changed_images(stopped_run, training_folder, tmp_path):
+    """A run continues only on the images it started with (run.json's data fingerprint)."""
+    data = tmp_path / "data"
+    shutil.copytree(training_folder, data)
+    run = tmp_path / "run"
+    shutil.copytree(stopped_run, run)
+    settings = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**settings, "data": str(data)}))
+    victim = sorted((data / CHARACTERS[0]).iterdir())[0]
+    Image.open(victim).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(victim)
+
+    with pytest.raises(SimpsonsError, match="changed since the run"):
+        resume_training(str(run))
+    assert state(run) == {"epochs_done": 1}
+
+
 def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, monkeypatch, capsys):
     run = tmp_path / "interrupted"
     original = training.EpochRecorder.on_epoch_begin

@@ -177,8 +177,6 @@ def train(
     Ctrl-C (or ``time_limit_minutes``) stops after the last finished epoch;
     ``resume_training`` continues from there.
     """
-    from simpsons.evaluation import accuracy_of, plot_learning_curve
-
     out = Path(run_dir)
     epochs_done = 0
     if resume:
@@ -197,10 +195,13 @@ def train(
     print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
 
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint = datasets.fingerprint(images)
+    if resume and _read_run(out)[0].get("data_fingerprint") != fingerprint:
+        raise SimpsonsError(f"the images in {data_dir} changed since the run in {out} started; start a new run")
     run = {
         "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()), "characters": images.characters,
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
-        "data_fingerprint": datasets.fingerprint(images),
+        "data_fingerprint": fingerprint,
     }
     if not resume:
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
@@ -242,28 +243,36 @@ def train(
         print(f"\ninterrupted: kept the last finished epoch; continue with: simpsons train --resume {out}")
     train_seconds = time.perf_counter() - started
 
+    metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
+                "train_seconds_this_session": round(train_seconds, 1)}
+    return _save_result(model, out, images.characters, val_set, test_dir, metadata)
+
+
+def _save_result(
+    model: keras.Model, out: Path, characters: list[str], val_set: datasets.LabelledImages,
+    test_dir: str | None, metadata: dict[str, Any],
+) -> Path:
+    """Learning curve, best weights, metrics and the bundle at the end of a training session."""
+    from simpsons.evaluation import accuracy_of, plot_learning_curve
+
+    recipe = metadata["recipe"]
     history = read_history(out / "history.csv")
     if not history:
         raise SimpsonsError("training stopped before the first epoch finished; nothing to save")
-    plot_learning_curve(history, out / "learning_curve.png", title=f"{recipe.arch} ({recipe.name} recipe)")
+    plot_learning_curve(history, out / "learning_curve.png", title=f"{recipe['arch']} ({recipe['name']} recipe)")
     if (out / "best.weights.h5").exists():
         model.load_weights(out / "best.weights.h5")
-    classifier = model.layers[-1]
-
-    bundle = Bundle(model=classifier, characters=images.characters, image_size=recipe.image_size)
+    bundle = Bundle(model=model.layers[-1], characters=characters, image_size=recipe["image_size"])
     metrics = {
         "validation_accuracy": accuracy_of(bundle, val_set),
         "best_epoch": int(np.argmax([row["val_accuracy"] for row in history])) + 1,
         "epochs_done": len(history),
-        "train_seconds_this_session": round(train_seconds, 1),
     }
     if test_dir:
-        test = datasets.relabel(datasets.load_images(test_dir, recipe.image_size), images.characters)
+        test = datasets.relabel(datasets.load_images(test_dir, recipe["image_size"]), characters)
         metrics["test_accuracy"] = accuracy_of(bundle, test)
         metrics["test_images"] = len(test)
-    bundle.metadata = {"arch": recipe.arch, "recipe": asdict(recipe), "seed": seed, "interrupted": interrupted,
-                       "data_fingerprint": run["data_fingerprint"], "train_images": len(train_set),
-                       "validation_images": len(val_set), "metrics": metrics}
+    bundle.metadata = {**metadata, "metrics": metrics}
     save_bundle(bundle, out / BUNDLE_NAME)
     print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
