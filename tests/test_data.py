@@ -204,6 +204,10 @@ def test_bad_files_are_skipped_and_listed(sample_paths, tmp_path):
     (root / ".DS_Store").write_bytes(os.urandom(100))
     (bart / ".DS_Store").write_bytes(os.urandom(100))
     (bart / "._pic_0.jpg").write_bytes(os.urandom(100))
+    # the labelling tool's folders are not characters
+    review = root / "_review" / "homer_simpson"
+    review.mkdir(parents=True)
+    (review / "pic_0000.jpg").write_bytes(real)
 
     loaded = datasets.load_images(root, SIZE)
 

@@ -144,6 +144,8 @@ def list_images(root: str | Path) -> tuple[list[tuple[str, str]], list[BadFile]]
     if not root.is_dir():
         raise SimpsonsError(f"not a folder: {root}")
     entries = _visible(list(root.iterdir()))
+    # folders starting with "_" belong to the tools (the labeller's _review), not to characters
+    entries = [e for e in entries if not (e.is_dir() and e.name.startswith("_"))]
     folders = [e for e in entries if e.is_dir() and e.suffix.lower() not in IMAGE_SUFFIXES]
     found: list[tuple[str, str]] = []
     bad: list[BadFile] = []
