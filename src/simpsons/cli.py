@@ -99,6 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
                                  "AUROC of known against unknown and the share rejected")
     confidence.add_argument("--write", action="store_true",
                             help="store the thresholds and the temperature in the --model bundle")
+    label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",
+                                description="simpsons label VIDEOS... --into DATASET labels frames by hand "
+                                            "(or with --auto, by the model into DATASET/_review/); "
+                                            "simpsons label review DATASET checks what --auto left there.")
+    label.add_argument("videos", nargs="+", metavar="VIDEOS", help="video files or folders; or: review DATASET")
+    label.add_argument("--into", metavar="DATASET", help="dataset folder (one folder per character)")
+    label.add_argument("--every", default="100-250", help="frames between two looks, FROM-TO (default 100-250)")
+    label.add_argument("--seed", type=int, help="seed for the video order, start and steps")
+    label.add_argument("--start-within", type=float, default=180.0, metavar="SECONDS",
+                       help="start at a random frame within the first SECONDS (default 180)")
+    label.add_argument("--auto", action="store_true", help="let the model file crops into DATASET/_review/")
+    label.add_argument("--model", help="model bundle (--auto: classifier, default the shipped one; else: names)")
+    label.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
+    label.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
+    video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT and a chart")
+    video.add_argument("input", help="video file (any container, resolution and frame rate PyAV decodes)")
+    video.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    video.add_argument("--timeline", metavar="FILE", help="write the timeline: .json (segments and samples) or .csv")
+    video.add_argument("--srt", metavar="FILE", help="write SRT subtitles naming who is on screen")
+    video.add_argument("--chart", metavar="FILE", help="write the timeline chart (one lane per character) as PNG")
+    video.add_argument("--sample-fps", type=float, default=2.0, metavar="F",
+                       help="frames classified per second of video (default 2; 0 = every frame)")
+    video.add_argument("--crops", default="full,left,right", help="crops per frame (default full,left,right)")
+    video.add_argument("--batch-frames", type=_positive, default=16, metavar="N",
+                       help="frames whose crops go through the model together (default 16)")
+    video.add_argument("--min-prob", type=float, metavar="P",
+                       help="presence threshold (default: the bundle's threshold, else 0.5)")
+    video.add_argument("--smooth", type=_positive, default=3, metavar="N",
+                       help="majority filter over N neighbouring samples, odd (default 3; 1 = none)")
     return parser
 
 
@@ -273,8 +302,65 @@ def run_confidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_label(args: argparse.Namespace) -> int:
+    from simpsons import labelling
+
+    if args.videos[0] == "review":
+        if len(args.videos) != 2:
+            raise SimpsonsError("usage: simpsons label review DATASET")
+        labelling.review(args.videos[1])
+        return 0
+    if not args.into:
+        raise SimpsonsError("label needs --into DATASET")
+    every = labelling.parse_every(args.every)
+    options = dict(every=every, seed=args.seed, start_within=args.start_within, model=args.model)
+    if args.auto:
+        labelling.auto_label(args.videos, args.into, min_prob=args.min_prob, keep_unsure=args.keep_unsure, **options)
+    else:
+        labelling.label_videos(args.videos, args.into, **options)
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from simpsons import video as videos
+    from simpsons.prediction import Predictor
+
+    try:
+        crops = videos.parse_crops(args.crops)
+    except ValueError as error:
+        raise SimpsonsError(str(error)) from None
+    if args.sample_fps < 0:
+        raise SimpsonsError("--sample-fps must be 0 (every frame) or more")
+    if args.min_prob is not None and not 0 <= args.min_prob <= 1:
+        raise SimpsonsError("--min-prob must be between 0 and 1")
+    if args.smooth % 2 == 0:
+        raise SimpsonsError("--smooth must be an odd number of samples")
+    if args.timeline:
+        videos.check_writable(args.timeline, (".json", ".csv"), "timeline")
+    if args.srt:
+        videos.check_writable(args.srt, (".srt",), "subtitle")
+    if args.chart:
+        videos.check_writable(args.chart, (".png",), "chart")
+    videos.probe(args.input)
+    predictor = Predictor.load(args.model)
+    result = videos.analyse_video(args.input, predictor, args.sample_fps, crops, args.batch_frames, args.min_prob,
+                                  args.smooth)
+    info = result.info
+    print(f"{info.path}: {info.width}x{info.height}, {info.fps:.2f} fps, {info.frames} frames, "
+          f"{info.duration:.1f} s; {len(result.samples)} samples x {len(crops)} crops in {result.seconds:.1f} s "
+          f"({result.frames_per_second:.0f} frames/s)")
+    print(videos.summary_table(result.segments, info))
+    settings = {"model": str(args.model or "default"), "sample_fps": args.sample_fps, "crops": list(crops),
+                "min_prob": args.min_prob, "smoothing_window": args.smooth}
+    for path in videos.write_outputs(info, result.samples, result.segments, result.smoothed,
+                                     list(predictor.characters), settings, args.timeline, args.srt, args.chart):
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
-            "confidence": run_confidence, "export": run_export}
+            "confidence": run_confidence, "export": run_export, "label": run_label,
+            "video": run_video}
 
 if __name__ == "__main__":
     sys.exit(main())
