@@ -31,18 +31,20 @@ def _inputs(image_size: int) -> keras.KerasTensor:
     return keras.Input(shape=(image_size, image_size, 3), name="pixels")
 
 
+def _article_block(x: keras.KerasTensor, filters: int, dropout: float) -> keras.KerasTensor:
+    """Conv (same) - ReLU - Conv (valid) - ReLU - MaxPool 2 - Dropout, as in the article."""
+    x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    x = layers.Conv2D(filters, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    return layers.Dropout(dropout)(x)
+
+
 def build_seed(num_classes: int, image_size: int) -> keras.Model:
     """The article's CNN, layer for layer (close to Keras' CIFAR-10 example)."""
     inputs = _inputs(image_size)
     x = layers.Rescaling(1.0 / 255)(inputs)
-    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
-    x = layers.Conv2D(32, 3, activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(0.25)(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
-    x = layers.Conv2D(64, 3, activation="relu")(x)
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Dropout(0.25)(x)
+    for filters in (32, 64):
+        x = _article_block(x, filters, 0.25)
     x = layers.Flatten()(x)
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
@@ -55,10 +57,7 @@ def build_seed6(num_classes: int, image_size: int) -> keras.Model:
     inputs = _inputs(image_size)
     x = layers.Rescaling(1.0 / 255)(inputs)
     for filters in (32, 64, 256):
-        x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-        x = layers.Conv2D(filters, 3, activation="relu")(x)
-        x = layers.MaxPooling2D(2)(x)
-        x = layers.Dropout(0.2)(x)
+        x = _article_block(x, filters, 0.2)
     x = layers.Flatten()(x)
     x = layers.Dense(1024, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
