@@ -174,6 +174,26 @@ def test_predict_with_a_threshold_answers_unknown(capsys, tmp_path, sample_paths
 # --------------------------------------------------------------------------- evaluate
 
 
+def test_evaluate_counts_unknown_answers_against_recall(capsys, tmp_path, samples_dir):
+    """With the shipped model's network and a threshold, low answers become 'unknown'."""
+    from simpsons.bundle import load_bundle, save_bundle
+
+    bundle = load_bundle(default_model_path())
+    plain_json, strict_json = tmp_path / "plain.json", tmp_path / "strict.json"
+    assert run_cli(capsys, "evaluate", samples_dir, "--json", plain_json)[0] == 0
+    bundle.threshold = 0.9
+    strict = tmp_path / "strict.simpsons"
+    save_bundle(bundle, strict)
+    code, out, _ = run_cli(capsys, "evaluate", samples_dir, "--model", strict, "--json", strict_json,
+                           "--report-dir", tmp_path / "report")
+    plain, metrics = json.loads(plain_json.read_text()), json.loads(strict_json.read_text())
+    assert code == 0 and "answered 'unknown'" in out
+    assert plain["unknown_answers"] == 0 and plain["accuracy_on_answered"] == plain["accuracy"]
+    assert 0 < metrics["unknown_answers"] < 60
+    assert metrics["accuracy"] < plain["accuracy"] <= metrics["accuracy_on_answered"]
+    assert (tmp_path / "report" / "predictions_grid.png").is_file()
+
+
 def test_evaluate_samples_with_reports(capsys, tmp_path, samples_dir, tiny_bundle):
     metrics = tmp_path / "metrics.json"
     reports = tmp_path / "reports"

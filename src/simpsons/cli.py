@@ -210,6 +210,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(result.report_text())
     for name, paths in result.unknown_paths.items():
         print(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
+    if result.unknown_answers:
+        print(f"answered 'unknown' (below the bundle's threshold) for {result.unknown_answers} of {len(result.true)} "
+              "images: they lower recall and accuracy, not precision")
     if args.json:
         write_json(result.as_dict(), args.json)
     if args.report_dir:

@@ -15,7 +15,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score  #
 
 from simpsons.bundle import Bundle, write_atomically  # noqa: E402
 from simpsons.data import LabelledImages, open_rgb  # noqa: E402
-from simpsons.prediction import Predictor  # noqa: E402
+from simpsons.prediction import UNKNOWN, Predictor  # noqa: E402
 
 
 def pretty(name: str) -> str:
@@ -31,9 +31,16 @@ def accuracy_of(bundle: Bundle, data: LabelledImages) -> float:
     return float(np.mean(predicted == data.labels))
 
 
+ANSWERED_UNKNOWN = -1
+
+
 @dataclass
 class Evaluation:
-    """The outcome of ``evaluate``: metrics on the known characters, unknown ones apart."""
+    """The outcome of ``evaluate``: metrics on the known characters, unknown ones apart.
+
+    ``predicted`` holds ``ANSWERED_UNKNOWN`` where the bundle's thresholds made the answer
+    ``unknown``: such an image counts against recall and accuracy, not against precision.
+    """
 
     characters: list[str]
     true: np.ndarray
@@ -45,6 +52,21 @@ class Evaluation:
     @property
     def accuracy(self) -> float:
         return float(np.mean(self.true == self.predicted)) if len(self.true) else float("nan")
+
+    @property
+    def unknown_answers(self) -> int:
+        return int(np.sum(self.predicted == ANSWERED_UNKNOWN))
+
+    @property
+    def accuracy_on_answered(self) -> float | None:
+        """Accuracy over the images that got a character (``None`` when every answer was ``unknown``)."""
+        answered = self.predicted != ANSWERED_UNKNOWN
+        return float(np.mean(self.true[answered] == self.predicted[answered])) if answered.any() else None
+
+    def predicted_name(self, index: int) -> str:
+        """The answer for image ``index``: a character or ``unknown``."""
+        label = int(self.predicted[index])
+        return UNKNOWN if label == ANSWERED_UNKNOWN else self.characters[label]
 
     def report_text(self) -> str:
         """scikit-learn's per-character precision, recall, F1 and support."""
@@ -67,6 +89,8 @@ class Evaluation:
             "characters": self.characters,
             "confusion_matrix": confusion_matrix(self.true, self.predicted, labels=labels).tolist(),
             "unknown_characters": {name: len(paths) for name, paths in self.unknown_paths.items()},
+            "unknown_answers": self.unknown_answers,
+            "accuracy_on_answered": self.accuracy_on_answered,
         }
 
 
@@ -80,10 +104,13 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
         if label not in known:
             unknown.setdefault(data.characters[label], []).append(data.paths[i])
     probabilities = predictor.probabilities(data.images[keep])
+    predicted = probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64)
+    rejected = [i for i, answer in enumerate(predictor.decide(probabilities, top_k=1)) if answer.character == UNKNOWN]
+    predicted[rejected] = ANSWERED_UNKNOWN
     return Evaluation(
         characters=predictor.characters,
         true=np.array([model_index[data.characters[data.labels[i]]] for i in keep], dtype=np.int64),
-        predicted=probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64),
+        predicted=predicted,
         probabilities=probabilities,
         paths=[data.paths[i] for i in keep],
         unknown_paths=unknown,
@@ -136,7 +163,7 @@ def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 
     figure, axes_grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows))
     for axes, index in zip(np.ravel(axes_grid), chosen):
         truth = evaluation.characters[evaluation.true[index]]
-        guess = evaluation.characters[evaluation.predicted[index]]
+        guess = evaluation.predicted_name(index)
         probability = evaluation.probabilities[index].max()
         axes.imshow(open_rgb(evaluation.paths[index]))
         right = truth == guess
