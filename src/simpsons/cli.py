@@ -234,23 +234,11 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _image_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for given in map(Path, paths):
-        if given.is_dir():
-            files += sorted(p for p in given.rglob("*") if p.is_file() and not p.name.startswith("."))
-        elif given.is_file():
-            files.append(given)
-        else:
-            raise SimpsonsError(f"no such file or folder: {given}")
-    return files
-
-
 def run_predict(args: argparse.Namespace) -> int:
-    from simpsons.data import BadFile, describe_bad_files, open_rgb
+    from simpsons.data import BadFile, describe_bad_files, gather_files, open_rgb
     from simpsons.prediction import Predictor
 
-    files = _image_files(args.paths)
+    files = gather_files(args.paths)
     predictor = Predictor.load(args.model)
     readable, images, bad = [], [], []
     for path in files:

@@ -170,6 +170,26 @@ def list_images(root: str | Path) -> tuple[list[tuple[str, str]], list[BadFile]]
     return found, bad
 
 
+def gather_files(paths: list[str | Path], suffixes: set[str] | None = None, kind: str = "file") -> list[Path]:
+    """Files given directly, and the visible files (with one of ``suffixes``) under given folders.
+
+    A missing path, or a folder with no such file, raises ``SimpsonsError`` naming the ``kind``.
+    """
+    files: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found = sorted(p for p in given.rglob("*") if p.is_file() and not p.name.startswith(".")
+                           and (suffixes is None or p.suffix.lower() in suffixes))
+            if not found:
+                raise SimpsonsError(f"no {kind}s in {given}")
+            files += found
+        elif given.is_file():
+            files.append(given)
+        else:
+            raise SimpsonsError(f"no such {kind} or folder: {given}")
+    return files
+
+
 # --------------------------------------------------------------------------- cache
 
 

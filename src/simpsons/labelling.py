@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from simpsons.bundle import write_atomically
-from simpsons.data import NEAR_DUPLICATE_DISTANCE, difference_hash, hamming_distances, open_rgb
+from simpsons.data import NEAR_DUPLICATE_DISTANCE, difference_hash, gather_files, hamming_distances, open_rgb
 from simpsons.errors import SimpsonsError
 from simpsons.video import crop_frame, probe
 
@@ -117,23 +117,6 @@ def parse_every(text: str) -> tuple[int, int]:
     if bounds[0] < 1 or bounds[1] < bounds[0]:
         raise SimpsonsError(f"--every wants 1 <= FROM <= TO, not {text!r}")
     return bounds
-
-
-def find_videos(paths: Iterable[str | Path]) -> list[Path]:
-    """Video files given directly or found (by suffix) in the given folders; a missing path is an error."""
-    videos: list[Path] = []
-    for given in map(Path, paths):
-        if given.is_dir():
-            found = sorted(p for p in given.rglob("*")
-                           if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
-            if not found:
-                raise SimpsonsError(f"no video files in {given}")
-            videos += found
-        elif given.is_file():
-            videos.append(given)
-        else:
-            raise SimpsonsError(f"no such video file or folder: {given}")
-    return videos
 
 
 def frame_plan(frames: int | None, fps: float, every: tuple[int, int], start_within: float,
@@ -438,7 +421,7 @@ def planned_frames(videos: list[Path], every: tuple[int, int], start_within: flo
 
 def prepare_videos(paths: Iterable[str | Path], rng: random.Random) -> list[Path]:
     """Find the videos, check each one opens, and shuffle them."""
-    videos = find_videos(paths)
+    videos = gather_files(list(paths), VIDEO_SUFFIXES, kind="video file")
     for video in videos:
         probe(video)
     rng.shuffle(videos)

@@ -215,11 +215,16 @@ def _classify_batch(batch: list[tuple[float, np.ndarray]], predictor: Predictor,
             for i, (seconds, _) in enumerate(batch)]
 
 
+def sample_period(info: VideoInfo, sample_fps: float) -> float:
+    """Seconds between two samples (one frame when every frame is sampled)."""
+    return 1.0 / sample_fps if sample_fps > 0 else 1.0 / (info.fps or 25)
+
+
 def _check_complete(samples: list[Sample], info: VideoInfo, sample_fps: float, path) -> None:
     """No frame at all, or decoding that stops far before the announced duration, is an error."""
     if not samples:
         raise SimpsonsError(f"no frame could be decoded from {path}")
-    period = 1.0 / sample_fps if sample_fps > 0 else 1.0 / (info.fps or 25)
+    period = sample_period(info, sample_fps)
     if info.duration > 0 and samples[-1].time + 2 * period + 1.0 < 0.9 * info.duration:
         raise SimpsonsError(f"{path} ends at {samples[-1].time:.1f} s of the {info.duration:.1f} s announced "
                             "(truncated file?)")
@@ -294,7 +299,7 @@ def sample_ends(times: list[float], info: VideoInfo, sample_fps: float) -> list[
     """Where each sample's stretch of time ends: the next sample's time, the video's end for the last."""
     if not times:
         return []
-    period = 1.0 / sample_fps if sample_fps > 0 else 1.0 / (info.fps or 25)
+    period = sample_period(info, sample_fps)
     last_end = times[-1] + period
     if info.duration > times[-1]:
         last_end = min(last_end, info.duration)
