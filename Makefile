@@ -4,6 +4,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: demo test bench clean
 
@@ -22,8 +23,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(BIN)/simpsons predict samples
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for tests/test_web_browser.py (Playwright drives it; it never downloads a browser itself)
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	else echo "make: $(CHROMIUM) is missing (apt-get install chromium as root): the browser test will skip"; fi
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/speed.py

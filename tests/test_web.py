@@ -1,0 +1,367 @@
+"""``simpsons serve``: the API with FastAPI's test client (pictures, clips, review, limits, errors) and a fuzz run."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+from helpers import SAMPLES, TEST_CHARACTERS, character_of, open_sample
+from hypothesis import HealthCheck, Phase, settings
+from PIL import Image
+from schemathesis.checks import not_a_server_error
+from test_cli import one_line_error, run_cli
+from test_video import FPS, write_clip
+
+from simpsons.labelling import read_log
+from simpsons.prediction import Predictor
+from simpsons.web import MB, STATIC, create_app
+
+PICTURE_LIMIT = 300_000
+CLIP_LIMIT = 3 * MB
+RECOGNISED = ["bart_simpson_0.jpg", "homer_simpson_0.jpg", "lisa_simpson_0.jpg", "ned_flanders_0.jpg",
+              "krusty_the_clown_0.jpg", "sideshow_bob_0.jpg"]
+
+
+def make_dataset(root: Path) -> Path:
+    """Two character folders and four crops waiting for review (the unsure one shows Moe)."""
+    layout = {"homer_simpson": ("homer_simpson", 2), "lisa_simpson": ("lisa_simpson", 1),
+              "_review/homer_simpson": ("homer_simpson", 1), "_review/bart_simpson": ("bart_simpson", 2),
+              "_review/_unsure": ("moe_szyslak", 1)}
+    for folder, (character, count) in layout.items():
+        (root / folder).mkdir(parents=True)
+        for number in range(count):
+            shutil.copyfile(SAMPLES / f"{character}_{number}.jpg", root / folder / f"pic_{number:04d}.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("web") / "dataset")
+
+
+@pytest.fixture(scope="module")
+def client(dataset):
+    """The shipped model, the dataset's review panel and small limits (300 kB pictures, 3 MB clips)."""
+    with TestClient(create_app(None, dataset, PICTURE_LIMIT, CLIP_LIMIT)) as test_client:
+        yield test_client
+
+
+def post_picture(client, data: bytes, name: str = "picture.jpg", **params):
+    return client.post("/api/predict", params=params, files={"file": (name, data, "image/jpeg")})
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- page, health, model
+
+
+def test_page_and_its_files_are_served_locally(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for name in ("app.js", "style.css"):
+        assert f"/static/{name}" in page.text
+        assert client.get(f"/static/{name}").status_code == 200
+    for path in STATIC.iterdir():  # no CDN: nothing the page loads comes from elsewhere
+        assert "://" not in path.read_text().replace("http://www.w3.org", ""), path
+    assert client.get("/docs").status_code == 404  # Swagger UI would load from a CDN
+
+
+def test_health_characters_about_and_schema(client):
+    assert client.get("/healthz").json() == {"status": "ok", "characters": 20}
+    characters = client.get("/api/characters").json()["characters"]
+    assert [c["name"] for c in characters] == TEST_CHARACTERS
+    about = client.get("/api/about").json()
+    assert about["metrics"]["test_accuracy"] > 0.8 and about["review"] is True
+    assert about["limits"] == {"picture_bytes": PICTURE_LIMIT, "clip_bytes": CLIP_LIMIT}
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/predict", "/api/videos", "/api/videos/{job_id}", "/api/characters", "/healthz"} <= set(paths)
+    assert "multipart/form-data" in paths["/api/predict"]["post"]["requestBody"]["content"]
+
+
+# --------------------------------------------------------------------------- pictures
+
+
+def test_predictions_match_the_command_line(client):
+    direct = Predictor(client.app.state.simpsons.predictor.bundle).predict_files([SAMPLES / n for n in RECOGNISED], 5)
+    for name, expected in zip(RECOGNISED, direct):
+        answer = post_picture(client, (SAMPLES / name).read_bytes()).json()
+        assert answer["character"] == character_of(SAMPLES / name) == expected.character
+        assert [n for n, _ in answer["top_k"]] == [n for n, _ in expected.top_k]
+        assert answer["probability"] == pytest.approx(expected.probability, abs=1e-4)
+        assert set(answer) == {"character", "probability", "best_guess", "top_k", "width", "height"}
+
+
+def test_heatmap_is_a_normalised_grid(client):
+    answer = post_picture(client, (SAMPLES / "homer_simpson_0.jpg").read_bytes(), heatmap="true").json()
+    grid = answer["heatmap"]
+    assert len(grid) == 32 and {len(row) for row in grid} == {32}
+    values = [v for row in grid for v in row]
+    assert min(values) >= 0 and max(values) == 1.0 and len(set(values)) > 10
+
+
+def test_png_with_alpha_and_greyscale_pictures(client):
+    homer = open_sample(SAMPLES / "homer_simpson_0.jpg")
+    answers = [post_picture(client, png_bytes(image), "x.png") for image in
+               (homer.convert("RGBA"), homer.convert("LA"), homer.convert("P"), homer.convert("I;16"))]
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert answers[0].json()["character"] == "homer_simpson"  # the same pixels as the JPEG
+
+
+def test_not_a_picture_is_415(client, tmp_path):
+    assert "not a picture" in post_picture(client, b"hello, world\n" * 20).json()["detail"]
+    truncated = (SAMPLES / "homer_simpson_0.jpg").read_bytes()[:1500]
+    for data in (b"hello", truncated, b""):
+        response = post_picture(client, data)
+        assert response.status_code == 415, response.text
+
+
+def test_bodies_that_are_not_a_form_with_a_file(client):
+    response = client.post("/api/predict", json={"file": "homer.jpg"})
+    assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+    response = client.post("/api/predict", data={"file": "homer.jpg"}, files={"other": ("a.jpg", b"x")})
+    assert response.status_code == 422 and "field named 'file'" in response.json()["detail"]
+    broken = client.post("/api/predict", content=b"--nope\r\n\r\n",
+                         headers={"content-type": "multipart/form-data"})
+    assert broken.status_code == 422 and "multipart" in broken.json()["detail"]
+    two_files = client.post("/api/predict", files=[("file", ("a.jpg", b"1")), ("file", ("b.jpg", b"2"))])
+    assert two_files.status_code == 422
+
+
+def test_large_pictures_are_413(client):
+    response = post_picture(client, b"\xff" * (PICTURE_LIMIT + 1))
+    assert response.status_code == 413 and "0.286102 MB" in response.json()["detail"]
+
+
+def test_a_streamed_body_is_cut_at_the_limit(client):
+    """No Content-Length: the server stops reading once the body passes the limit."""
+    boundary = "limit-test"
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+
+    def body():
+        yield head
+        for _ in range(40):  # 2.5 MB in all
+            yield b"\0" * 65536
+
+    response = client.post("/api/predict", content=body(),
+                           headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+    assert "content-length" not in response.request.headers
+
+
+def test_too_many_pixels_is_413_before_decoding(client):
+    """A PNG whose header claims 20000 x 20000 pixels (400 MP) is refused from its header alone."""
+    data = bytearray(png_bytes(Image.new("L", (8, 8))))
+    header = b"IHDR" + struct.pack(">II", 20000, 20000) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    response = post_picture(client, bytes(data), "huge.png")
+    assert response.status_code == 413 and "megapixels" in response.json()["detail"]
+
+
+def test_client_file_names_never_become_paths(client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    work = client.app.state.simpsons.work
+    before = sorted(p.name for p in work.rglob("*"))
+    for name in ("../../escape.jpg", "/tmp/escape.jpg", "..\\..\\escape.jpg", "escape.jpg\0.png"):
+        assert post_picture(client, (SAMPLES / "bart_simpson_0.jpg").read_bytes(), name).status_code == 200
+    assert not list(tmp_path.rglob("escape*")) and not Path("/tmp/escape.jpg").exists()
+    assert not [p for p in work.rglob("*") if "escape" in p.name] and sorted(p.name for p in work.rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- clips
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("web-clips")
+    return write_clip(folder / "bart_then_homer.mp4",
+                      [("bart_simpson_2.jpg", 2 * FPS), ("homer_simpson_0.jpg", 2 * FPS)])
+
+
+def finished(client, job_id: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    progress = []
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/videos/{job_id}").json()
+        progress.append(job["progress"])
+        if job["status"] in ("done", "failed"):
+            assert progress == sorted(progress)
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"the video job did not finish in {seconds} s")
+
+
+def test_clip_job_progress_then_timeline(client, clip):
+    response = client.post("/api/videos", params={"sample_fps": 4}, files={"file": ("../../x.mp4", clip.read_bytes())})
+    assert response.status_code == 202, response.text
+    job = finished(client, response.json()["id"])
+    assert job["status"] == "done" and job["progress"] == 1.0, job
+    result = job["result"]
+    assert [row["character"] for row in result["screen_time"]][:2] in (["bart_simpson", "homer_simpson"],
+                                                                       ["homer_simpson", "bart_simpson"])
+    assert result["segments"][0]["character"] == "bart_simpson"
+    assert result["video"]["path"] == "clip" and result["video"]["duration"] == pytest.approx(4.0, abs=0.2)
+    chart = client.get(result["files"]["chart.png"])
+    assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
+    timeline = client.get(result["files"]["timeline.json"]).json()
+    assert timeline["segments"] == result["segments"]
+    annotated = client.get(f"/api/videos/{job['id']}/annotated.mp4")
+    assert ("annotated.mp4" in result["files"]) == (annotated.status_code == 200)
+    folder = client.app.state.simpsons.jobs[job["id"]].folder
+    assert sorted(p.name for p in folder.iterdir()) == sorted(result["files"])  # the clip itself is deleted
+
+
+def test_clip_errors(client, clip):
+    picture = client.post("/api/videos", files={"file": ("a.mp4", (SAMPLES / "bart_simpson_0.jpg").read_bytes())})
+    assert picture.status_code == 415 and "not a video" in picture.json()["detail"]
+    assert "/" not in picture.json()["detail"].split(":", 1)[1]  # the server's folders are not named
+    text = client.post("/api/videos", files={"file": ("a.mp4", b"not a video at all" * 100)})
+    assert text.status_code == 415
+    truncated = client.post("/api/videos", files={"file": ("a.mp4", clip.read_bytes()[: clip.stat().st_size // 3])})
+    if truncated.status_code == 202:  # the header survived: the job reports the damage
+        job = finished(client, truncated.json()["id"])
+        assert job["status"] == "failed" and job["error"], job
+    else:
+        assert truncated.status_code == 415
+    large = client.post("/api/videos", files={"file": ("a.mp4", b"\0" * (CLIP_LIMIT + 1))})
+    assert large.status_code == 413 and "clip" in large.json()["detail"]
+    assert client.post("/api/videos", params={"sample_fps": 0}, files={"file": ("a.mp4", b"x")}).status_code == 422
+    assert client.get("/api/videos/" + "0" * 32).status_code == 404
+    assert client.get("/api/videos/..%2F..%2Fetc").status_code in (404, 422)
+    assert client.get("/api/videos/" + "0" * 32 + "/passwd").status_code == 422
+
+
+# --------------------------------------------------------------------------- review
+
+
+def act(client, item: str, **body):
+    return client.post(f"/api/review/{item}", json=body)
+
+
+def test_review_accept_relabel_reject(client, dataset):
+    listing = client.get("/api/review").json()
+    assert [f"{i['folder']}/{i['name']}" for i in listing["items"]] == [
+        "bart_simpson/pic_0000.jpg", "bart_simpson/pic_0001.jpg", "homer_simpson/pic_0000.jpg", "_unsure/pic_0000.jpg"]
+    assert listing["counts"] == {"homer_simpson": 2, "lisa_simpson": 1}
+    assert "charles_montgomery_burns" in listing["names"]
+    image = client.get(listing["items"][0]["url"])
+    assert image.status_code == 200 and image.content == (SAMPLES / "bart_simpson_0.jpg").read_bytes()
+
+    accepted = act(client, "homer_simpson/pic_0000.jpg", action="accept").json()
+    assert accepted["moved_to"] == "homer_simpson/pic_0002.jpg" and accepted["counts"]["homer_simpson"] == 3
+    assert not (dataset / "_review" / "homer_simpson").exists()
+    relabelled = act(client, "bart_simpson/pic_0000.jpg", action="relabel", name="burns").json()
+    assert relabelled["moved_to"] == "charles_montgomery_burns/pic_0000.jpg"
+    assert relabelled["counts"]["charles_montgomery_burns"] == 1
+
+    ambiguous = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="simpson")
+    assert ambiguous.status_code == 422 and "ambiguous" in ambiguous.json()["detail"]
+    new = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="Mr Teeny")
+    assert new.status_code == 409 and "mr_teeny" in new.json()["detail"]
+    assert act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="").status_code == 422
+    created = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="Mr Teeny", create=True).json()
+    assert created["moved_to"] == "mr_teeny/pic_0000.jpg" and created["counts"]["mr_teeny"] == 1
+
+    assert act(client, "_unsure/pic_0000.jpg", action="accept").status_code == 422
+    rejected = act(client, "_unsure/pic_0000.jpg", action="reject").json()
+    assert rejected["items"] == [] and rejected["moved_to"] is None
+    assert not (dataset / "_review").exists() or not any((dataset / "_review").rglob("*.jpg"))
+    assert act(client, "_unsure/pic_0000.jpg", action="reject").status_code == 404
+    assert [row["action"] for row in read_log(dataset)] == [
+        "review_accepted", "review_relabelled", "review_relabelled", "review_rejected"]
+
+
+def test_review_paths_stay_inside_the_dataset(client, dataset, tmp_path):
+    crop = dataset / "_review" / "lisa_simpson" / "pic_0000.jpg"
+    crop.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SAMPLES / "lisa_simpson_0.jpg", crop)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (dataset / "elsewhere").symlink_to(outside)
+    (dataset / "_review" / "linked").symlink_to(outside)
+    shutil.copyfile(SAMPLES / "lisa_simpson_1.jpg", outside / "pic_0000.jpg")
+    try:
+        for item in ("..%2F..%2Fetc/passwd", "lisa_simpson/..%2F..%2Fhomer_simpson%2Fpic_0000.jpg",
+                     "linked/pic_0000.jpg", "lisa_simpson/labels.csv", "Lisa/pic_0000.jpg"):
+            assert client.get(f"/api/review/{item}").status_code == 404, item
+            assert act(client, item, action="reject").status_code == 404, item
+        for name in ("../../evil", "/tmp/evil", "lisa/../../evil"):
+            response = act(client, "lisa_simpson/pic_0000.jpg", action="relabel", name=name, create=True)
+            assert response.status_code == 422, (name, response.text)
+        response = act(client, "lisa_simpson/pic_0000.jpg", action="relabel", name="elsewhere")
+        assert response.status_code == 422 and "outside the dataset" in response.json()["detail"]
+        assert act(client, "lisa_simpson/pic_0000.jpg", action="delete").status_code == 422
+        assert sorted(p.name for p in outside.iterdir()) == ["pic_0000.jpg"] and crop.exists()
+    finally:
+        (dataset / "elsewhere").unlink()
+        (dataset / "_review" / "linked").unlink()
+
+
+# --------------------------------------------------------------------------- without a dataset, and the fuzz run
+
+
+@pytest.fixture(scope="module")
+def tiny_app(tiny_bundle):
+    """A 32 px untrained bundle, no dataset: quick answers for the fuzz run."""
+    app = create_app(tiny_bundle, None, PICTURE_LIMIT, CLIP_LIMIT)
+    with TestClient(app):
+        yield app
+
+
+def test_review_needs_a_dataset(tiny_app):
+    client = TestClient(tiny_app)
+    assert client.get("/api/about").json()["review"] is False
+    response = client.get("/api/review")
+    assert response.status_code == 404 and "--dataset" in response.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_app):
+    return schemathesis.openapi.from_asgi("/openapi.json", tiny_app)
+
+
+fuzzed = schemathesis.pytest.from_fixture("api_schema")
+
+
+@fuzzed.parametrize()
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate])
+def test_fuzzed_requests_get_no_server_error(case):
+    case.call_and_validate(checks=[not_a_server_error])
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_serve_bad_input_is_one_line_exit_2(capsys, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        code, _, err = run_cli(capsys, "serve", "--port", port)
+        assert code == 2 and "already in use" in one_line_error(err)
+    finally:
+        taken.close()
+    code, _, err = run_cli(capsys, "serve", "--port", 0, "--model", tmp_path / "missing.simpsons")
+    assert code == 2 and "missing.simpsons" in one_line_error(err)
+    code, _, err = run_cli(capsys, "serve", "--port", 0, "--dataset", tmp_path / "nowhere")
+    assert code == 2 and "nowhere" in one_line_error(err)
+    code, _, err = run_cli(capsys, "serve", "--port", 70000)
+    assert code == 2 and "65535" in one_line_error(err)
+    code, _, err = run_cli(capsys, "serve", "--port", 0, "--host", "no-such-host.invalid")
+    assert code == 2 and "no-such-host.invalid" in one_line_error(err)
