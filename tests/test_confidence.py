@@ -23,7 +23,8 @@ from simpsons.confidence import (
     summarise_figures,
     threshold_curves,
 )
-from simpsons.prediction import UNKNOWN, Predictor, apply_temperature
+from simpsons import prediction as predictions
+from simpsons.prediction import UNKNOWN, Predictor, apply_temperature, default_model_path
 
 THREE = ["bart_simpson", "homer_simpson", "lisa_simpson"]
 PLOTS = ["scatter_all.png", "threshold_overall.png", "threshold_per_character.png", "reliability.png"]
@@ -155,17 +156,24 @@ def test_temperature_is_exact_scaling_of_the_logits(synthetic):
 
 
 def test_temperature_scaling_lowers_ece_on_held_out_data(synthetic):
-    _, labels, probabilities = synthetic
+    logits, labels, probabilities = synthetic
+    sharp = 3 * logits
     fit, check = slice(0, 2000), slice(2000, None)
-    temperature = fit_temperature(probabilities[fit], labels[fit])
-    assert 2.5 < temperature < 3.5  # the probabilities were made 3x too sharp
-    calibrated = apply_temperature(probabilities[check], temperature)
+    temperature = fit_temperature(sharp[fit], labels[fit])
+    assert 2.5 < temperature < 3.5  # the logits were made 3x too sharp
+    calibrated = predictions.softmax(sharp[check], temperature)
     before = expected_calibration_error(probabilities[check], labels[check])
     after = expected_calibration_error(calibrated, labels[check])
     assert after < before / 2
-    assert negative_log_likelihood(probabilities[check], labels[check], temperature) < negative_log_likelihood(
-        probabilities[check], labels[check])
+    assert negative_log_likelihood(sharp[check], labels[check], temperature) < negative_log_likelihood(
+        sharp[check], labels[check])
     assert np.array_equal(calibrated.argmax(axis=1), probabilities[check].argmax(axis=1))  # accuracy unchanged
+
+
+def test_softmax_with_a_temperature_matches_temperature_scaled_probabilities(synthetic):
+    logits, _, probabilities = synthetic
+    np.testing.assert_allclose(predictions.softmax(3 * logits), probabilities, atol=1e-6)
+    np.testing.assert_allclose(predictions.softmax(3 * logits, 3.0), apply_temperature(probabilities, 3.0), atol=1e-5)
 
 
 def test_ece_by_hand():
@@ -197,6 +205,18 @@ def test_bundle_with_temperature_and_thresholds_round_trips(tmp_path, pixels):
     predictor = Predictor(loaded)
     assert predictor.threshold_for("lisa_simpson") == 0.2 and predictor.threshold_for("bart_simpson") == 0.5
     np.testing.assert_allclose(predictor.probabilities(pixels), apply_temperature(raw, 0.5), atol=1e-5)
+
+
+def test_a_raw_predictor_ignores_the_bundles_temperature_and_thresholds(tmp_path, pixels):
+    bundle = make_bundle(tmp_path / "model.simpsons", TEST_CHARACTERS, threshold=1.0)
+    bundle.temperature, bundle.character_thresholds = 0.5, {"lisa_simpson": 1.0}
+    raw, calibrated = Predictor(bundle, raw=True), Predictor(bundle)
+    network = np.asarray(bundle.model.predict_on_batch(pixels.astype(np.float32)))
+    np.testing.assert_allclose(raw.probabilities(pixels), network, atol=1e-6)
+    np.testing.assert_allclose(calibrated.probabilities(pixels), predictions.softmax(raw.logits(pixels), 0.5),
+                               atol=1e-6)
+    assert {answer.character for answer in calibrated.decide(network)} == {UNKNOWN}
+    assert UNKNOWN not in {answer.character for answer in raw.decide(network)}
 
 
 def test_character_threshold_overrides_the_global_one(tmp_path, pixels):
@@ -250,7 +270,9 @@ def test_cli_study_of_the_shipped_model_on_the_samples(capsys, samples_dir, tmp_
     assert len(payload["curves"]["thresholds"]) == 101 and len(payload["curves"]["per_character"]) == 20
     assert payload["curves"]["overall"]["recall"][0] == pytest.approx(payload["accuracy"])
     assert payload["recommended"]["objective"].startswith("best F1")
-    assert payload["calibration"]["temperature"] is None
+    assert payload["calibration"]["source"] == "bundle"  # the shipped model's stored temperature
+    assert payload["calibration"]["temperature"] == pytest.approx(read_description(default_model_path())["temperature"])
+    assert payload["recommended"]["chosen_on"] == str(samples_dir)  # no --calibrate: chosen on the data itself
     assert payload["figures"]["article"]["wrong"]["gap"] == 0.092
 
 
@@ -268,6 +290,8 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     assert all((report / name).exists() for name in PLOTS)
     written = load_bundle(model)
     assert written.threshold == payload["recommended"]["threshold"]
+    assert payload["recommended"]["chosen_on"].startswith("shot-aware validation split of")
+    assert set(payload["recommended"]["on_data"]) == {"precision", "recall", "f1", "accepted"}
     assert written.temperature == pytest.approx(calibration["temperature"])
     assert (written.character_thresholds or {}) == payload["recommended"]["character_thresholds"]
     assert "wrote threshold" in out
@@ -277,6 +301,7 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     ("extra", "message"),
     [
         (["--write"], "--write needs --model"),
+        (["--model", "MODEL", "--write"], "--write needs --calibrate"),
         (["--character", "maggie_simpson"], "does not know the character"),
         (["--target-precision", "0"], "(0, 1]"),
         (["--target-precision", "1.5"], "(0, 1]"),
@@ -284,6 +309,7 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
 )
 def test_cli_bad_input_exits_2(capsys, tmp_path, samples_dir, tiny_bundle, extra, message):
     model = [] if "--write" in extra else ["--model", tiny_bundle]
+    extra = [tiny_bundle if word == "MODEL" else word for word in extra]
     code, _, err = run_cli(capsys, "confidence", samples_dir, *model, "--report-dir", tmp_path, *extra)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
@@ -327,17 +353,27 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
 
 def test_open_set_figures_separate_confident_known_from_flat_unknown():
     rng = np.random.default_rng(0)
-    known = np.full((50, 4), 0.02)
-    known[np.arange(50), rng.integers(0, 4, 50)] = 0.94
-    unknown = np.full((40, 4), 0.25) + rng.normal(0, 0.01, (40, 4))
-    unknown /= unknown.sum(axis=1, keepdims=True)
+    known = rng.normal(0, 0.1, (50, 4))
+    known[np.arange(50), rng.integers(0, 4, 50)] = 6.0  # one strong logit
+    unknown = rng.normal(0, 0.1, (40, 4))  # weak, flat logits
     figures = open_set_figures(known, unknown)
     assert figures["known_images"] == 50 and figures["unknown_images"] == 40
+    assert set(figures["scores"]) == {"best probability", "gap between the two best", "max logit", "energy"}
     for score in figures["scores"].values():
         assert score["auroc"] == pytest.approx(1.0)
         assert score["unknown_rejected_share"] == pytest.approx(1.0)
     # swapped roles: the unknown images look surer than the known ones
     assert open_set_figures(unknown, known)["scores"]["best probability"]["auroc"] == pytest.approx(0.0)
+
+
+def test_energy_sees_what_probabilities_cannot():
+    """Logits shifted by a constant give the same probabilities but a higher energy and max logit."""
+    rng = np.random.default_rng(1)
+    unknown = rng.normal(0, 1, (30, 5))
+    known = unknown + 4.0
+    scores = open_set_figures(known, unknown)["scores"]
+    assert scores["best probability"]["auroc"] == pytest.approx(0.5)
+    assert scores["energy"]["auroc"] == pytest.approx(1.0) and scores["max logit"]["auroc"] == pytest.approx(1.0)
 
 
 def test_confidence_cli_measures_unknown_characters(capsys, tmp_path: Path, sample_paths):

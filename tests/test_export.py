@@ -12,6 +12,7 @@ from test_cli import one_line_error, run_cli
 
 from simpsons import data as datasets
 from simpsons.bundle import load_bundle
+from simpsons.errors import SimpsonsError
 from simpsons.export import export_onnx, load_onnx_bundle
 from simpsons.prediction import Predictor, default_model_path
 
@@ -73,10 +74,23 @@ def test_an_onnx_model_from_elsewhere_is_refused(tmp_path: Path):
     )
     foreign = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), foreign)
-    from simpsons.errors import SimpsonsError
-
     with pytest.raises(SimpsonsError, match="not one exported by simpsons"):
         load_onnx_bundle(foreign)
+
+
+def test_an_onnx_file_giving_probabilities_is_refused(tmp_path: Path, shipped_onnx: Path):
+    import onnx
+
+    from simpsons.export import OUTPUT_KEY
+
+    graph = onnx.load(shipped_onnx)
+    kept = [entry for entry in graph.metadata_props if entry.key != OUTPUT_KEY]
+    del graph.metadata_props[:]
+    graph.metadata_props.extend(kept)
+    older = tmp_path / "older.onnx"
+    onnx.save(graph, older)
+    with pytest.raises(SimpsonsError, match="older simpsons"):
+        load_onnx_bundle(older)
 
 
 def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):

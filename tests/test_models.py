@@ -16,7 +16,9 @@ from simpsons.models import (
     build_seed,
     build_training_model,
     get_architecture,
+    logits_network,
 )
+from simpsons.prediction import softmax
 
 SIZE = 32
 
@@ -52,6 +54,9 @@ def test_architecture_builds_and_outputs_probabilities(name, batch):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     # the scaling to [0, 1] is inside the model: raw 0..255 pixels in, no outside preprocessing
     assert isinstance(model.layers[1], layers.Rescaling)
+    # the same network without its softmax gives the logits of these probabilities
+    logits = np.asarray(logits_network(model).predict_on_batch(images))
+    np.testing.assert_allclose(softmax(logits), probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))

@@ -73,9 +73,11 @@ def test_default_split_has_no_near_duplicates_across(selected):
     assert closest > datasets.NEAR_DUPLICATE_DISTANCE
 
 
-# Measured for the shipped model with `simpsons evaluate` (MODEL_CARD.md): accuracy 0.880, macro F1 0.881.
-SHIPPED_MIN_ACCURACY = 0.86
-SHIPPED_MIN_MACRO_F1 = 0.86
+# Measured for the shipped model with `simpsons evaluate` (MODEL_CARD.md): top-1 accuracy 0.880; with its
+# thresholds (unknown answers count as wrong) accuracy 0.861 and macro F1 0.889.
+SHIPPED_MIN_TOP1_ACCURACY = 0.86
+SHIPPED_MIN_ACCURACY = 0.84
+SHIPPED_MIN_MACRO_F1 = 0.87
 
 
 def test_shipped_model_on_the_whole_test_set(shared_data: Path, tmp_path: Path):
@@ -86,5 +88,6 @@ def test_shipped_model_on_the_whole_test_set(shared_data: Path, tmp_path: Path):
     test = datasets.load_images(shared_data / "simpsons" / "kaggle_simpson_testset", predictor.image_size)
     metrics = evaluate(predictor, test).as_dict()
     assert metrics["images"] == 801
+    assert metrics["top1_accuracy"] >= SHIPPED_MIN_TOP1_ACCURACY
     assert metrics["accuracy"] >= SHIPPED_MIN_ACCURACY
     assert metrics["macro_f1"] >= SHIPPED_MIN_MACRO_F1

@@ -29,7 +29,7 @@ PREPROCESSING = {"color": "RGB", "resize": "squash", "resample": "bilinear", "in
 class Bundle:
     """A classifier with its character names and how to feed it."""
 
-    model: keras.Model  # or any object with ``predict_on_batch`` (an ONNX Runtime session, see export.py)
+    model: keras.Model  # or an ``OnnxNetwork`` (export.py), whose ``predict_on_batch`` gives logits
     characters: list[str]
     image_size: int
     threshold: float | None = None

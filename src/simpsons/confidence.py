@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from scipy.special import logsumexp
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
-from simpsons.evaluation import save_figure, evaluate, plt, pretty
-from simpsons.prediction import Predictor, apply_temperature
+from simpsons.evaluation import Evaluation, evaluate, plt, pretty, save_figure
+from simpsons.prediction import Predictor, softmax
 
 FIGURES = ("best", "gap", "std")
 FIGURE_LABELS = {"best": "best probability", "gap": "gap between the two best", "std": "std of the probabilities"}
@@ -216,17 +217,17 @@ def _draw_curve(axes: plt.Axes, curve: dict, thresholds: list[float], chosen: fl
 # --------------------------------------------------------------------------- calibration
 
 
-def negative_log_likelihood(probabilities: np.ndarray, true: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true classes after temperature scaling."""
-    scaled = apply_temperature(probabilities, temperature).astype(np.float64)
+def negative_log_likelihood(logits: np.ndarray, true: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the true classes after temperature scaling of the logits."""
+    scaled = softmax(logits, temperature).astype(np.float64)
     return float(-np.mean(np.log(np.clip(scaled[np.arange(len(true)), true], 1e-30, None))))
 
 
-def fit_temperature(probabilities: np.ndarray, true: np.ndarray) -> float:
+def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:
     """The temperature minimising the NLL (bounded search in 0.05..20)."""
     if len(true) == 0:
         raise SimpsonsError("no images to fit the temperature on")
-    result = minimize_scalar(lambda t: negative_log_likelihood(probabilities, true, t),
+    result = minimize_scalar(lambda t: negative_log_likelihood(logits, true, t),
                              bounds=TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
     return float(result.x)
 
@@ -286,38 +287,47 @@ def validation_split(train_data: str | Path, bundle: Bundle) -> datasets.Labelle
 # --------------------------------------------------------------------------- unknown characters
 
 KNOWN_KEPT = 0.95
-OPEN_SET_SCORES = {"best probability": 0, "gap between the two best": 1}
 
 
-def open_set_figures(known: np.ndarray, unknown: np.ndarray) -> dict:
-    """How well confidence tells known characters from unknown ones, for each candidate score.
+def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
+    """Candidate scores of "this shows a known character", per image; higher means surer."""
+    logits = np.asarray(logits, dtype=np.float64)
+    figures = confidence_figures(softmax(logits, temperature))
+    return {"best probability": figures[:, 0], "gap between the two best": figures[:, 1],
+            "max logit": logits.max(axis=1), "energy": logsumexp(logits, axis=1)}
+
+
+def open_set_figures(known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None) -> dict:
+    """How well each candidate score tells known characters from unknown ones.
 
     Per score: AUROC (known = positive), and the share of unknown images rejected at the
     threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
-    with the highest AUROC.
+    with the highest AUROC. Energy is the log-sum-exp of the logits (minus the free energy).
     """
     from sklearn.metrics import roc_auc_score
 
-    known_figures, unknown_figures = confidence_figures(known), confidence_figures(unknown)
+    known = open_set_scores(known_logits, temperature)
+    unknown = open_set_scores(unknown_logits, temperature)
+    labels = np.r_[np.ones(len(known_logits)), np.zeros(len(unknown_logits))]
     scores = {}
-    for name, column in OPEN_SET_SCORES.items():
-        kept_from = float(np.quantile(known_figures[:, column], 1 - KNOWN_KEPT))
-        labels = np.r_[np.ones(len(known)), np.zeros(len(unknown))]
+    for name in known:
+        kept_from = float(np.quantile(known[name], 1 - KNOWN_KEPT))
         scores[name] = {
-            "auroc": float(roc_auc_score(labels, np.r_[known_figures[:, column], unknown_figures[:, column]])),
+            "auroc": float(roc_auc_score(labels, np.r_[known[name], unknown[name]])),
             "threshold_keeping_95_percent_known": kept_from,
-            "unknown_rejected_share": float(np.mean(unknown_figures[:, column] < kept_from)),
+            "unknown_rejected_share": float(np.mean(unknown[name] < kept_from)),
         }
     best = max(scores, key=lambda name: scores[name]["auroc"])
-    return {"known_images": int(len(known)), "unknown_images": int(len(unknown)), "scores": scores, "best": best}
+    return {"known_images": int(len(known_logits)), "unknown_images": int(len(unknown_logits)),
+            "scores": scores, "best": best}
 
 
 def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
-    """Histograms of the best probability for known and unknown characters."""
+    """Histograms of the best probability for known and unknown characters (probability rows)."""
     figure, axes = plt.subplots(figsize=(8, 4.5))
     bins = np.linspace(0, 1, 26)
-    axes.hist(confidence_figures(known)[:, 0], bins=bins, alpha=0.6, density=True, label="known characters")
-    axes.hist(confidence_figures(unknown)[:, 0], bins=bins, alpha=0.6, density=True, label="unknown characters")
+    axes.hist(known.max(axis=1), bins=bins, alpha=0.6, density=True, label="known characters")
+    axes.hist(unknown.max(axis=1), bins=bins, alpha=0.6, density=True, label="unknown characters")
     cut = figures["scores"]["best probability"]["threshold_keeping_95_percent_known"]
     axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
     axes.set_xlabel("best probability")
@@ -349,15 +359,6 @@ class Study:
     recommended: dict
 
 
-def raw_predictor(bundle: Bundle) -> Predictor:
-    """A predictor giving the network's own probabilities: no temperature, no thresholds."""
-    predictor = Predictor(bundle)
-    predictor.temperature = None
-    predictor.threshold = None
-    predictor.character_thresholds = {}
-    return predictor
-
-
 def run_study(
     bundle: Bundle,
     data_dir: str | Path,
@@ -369,40 +370,23 @@ def run_study(
     unknown: str | Path | None = None,
     log=print,
 ) -> Study:
-    """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload."""
+    """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload.
+
+    With ``calibrate`` (the training folder), the temperature and the recommended thresholds are
+    chosen on the bundle's shot-aware validation split; ``data_dir`` only measures them.
+    """
     if character is not None and character not in bundle.characters:
         raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
                             f"{', '.join(bundle.characters)}")
     if target_precision is not None and not 0 < target_precision <= 1:
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
-    predictor = raw_predictor(bundle)
-    images = datasets.load_images(data_dir, bundle.image_size)
-    if images.bad_files:
-        log(datasets.describe_bad_files(images.bad_files))
-    result = evaluate(predictor, images)
-    if len(result.true) == 0:
-        raise SimpsonsError(f"none of the images in {data_dir} shows a character the model knows")
-    for name, paths in result.unknown_paths.items():
-        log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
-    raw, true = result.probabilities, result.true
-
-    calibration = {"temperature": bundle.temperature, "source": "bundle" if bundle.temperature else None}
-    if calibrate is not None:
-        validation = validation_split(calibrate, bundle)
-        fit = evaluate(predictor, validation)
-        temperature = fit_temperature(fit.probabilities, fit.true)
-        calibration = {"temperature": temperature,
-                       "source": f"fitted on the shot-aware validation split of {calibrate}",
-                       "validation_images": int(len(fit.true)),
-                       "validation_nll_before": negative_log_likelihood(fit.probabilities, fit.true),
-                       "validation_nll_after": negative_log_likelihood(fit.probabilities, fit.true, temperature)}
+    predictor = Predictor(bundle, raw=True)
+    result = _evaluate_known(predictor, data_dir, log)
+    validation = evaluate(predictor, validation_split(calibrate, bundle)) if calibrate is not None else None
+    calibration = _calibration(bundle, result, validation, calibrate)
     temperature = calibration["temperature"]
-    probabilities = raw if temperature is None else apply_temperature(raw, temperature)
-    before, after = reliability(raw, true), reliability(probabilities, true)
-    calibration.update({"bins": ECE_BINS, "ece_before": before["ece"], "ece_after": after["ece"],
-                        "nll_before": negative_log_likelihood(raw, true),
-                        "nll_after": negative_log_likelihood(probabilities, true, 1.0),
-                        "reliability_before": before, "reliability_after": after})
+    probabilities = softmax(result.logits, temperature)
+    true = result.true
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -412,32 +396,28 @@ def run_study(
     log(f"{len(true)} images, accuracy {result.accuracy:.3f}"
         + ("" if temperature is None else f"; probabilities temperature-scaled with T={temperature:.3f}"))
     log(summary_table(summary))
-    plot_scatter(figures, correct, report_dir / "scatter_all.png", "Confidence of correct and wrong predictions")
-    written = ["scatter_all.png"]
-    if character is not None:
-        mine = true == bundle.characters.index(character)
-        plot_scatter(figures[mine], correct[mine], report_dir / f"scatter_{character}.png",
-                     f"Confidence of correct and wrong predictions: {pretty(character)} images")
-        written.append(f"scatter_{character}.png")
+    written = _plot_scatters(figures, correct, true, bundle, character, report_dir)
 
     curves = threshold_curves(probabilities, true, bundle.characters)
-    recommended = recommend_thresholds(curves, Objective(target_precision))
+    chosen_on = curves if validation is None else threshold_curves(
+        softmax(validation.logits, temperature), validation.true, bundle.characters)
+    recommended = recommend_thresholds(chosen_on, Objective(target_precision))
+    recommended["chosen_on"] = str(data_dir) if validation is None else f"shot-aware validation split of {calibrate}"
+    recommended["on_data"] = _point(curves["overall"], curves["thresholds"], recommended["threshold"])
     log(describe_recommendation(recommended, curves))
     plot_threshold_overall(curves, recommended, report_dir / "threshold_overall.png")
     plot_threshold_per_character(curves, recommended, report_dir / "threshold_per_character.png")
-    diagrams = {"before (network)": before}
+    diagrams = {"before (network)": calibration["reliability_before"]}
     if temperature is not None:
-        diagrams[f"after (T={temperature:.2f})"] = after
+        diagrams[f"after (T={temperature:.2f})"] = calibration["reliability_after"]
     plot_reliability(diagrams, report_dir / "reliability.png")
     written += ["threshold_overall.png", "threshold_per_character.png", "reliability.png"]
     log(describe_calibration(calibration))
     open_set = None
     if unknown is not None:
-        strangers = predictor.probabilities(unknown_images(unknown, bundle).images)
-        if temperature is not None:
-            strangers = apply_temperature(strangers, temperature)
-        open_set = open_set_figures(probabilities, strangers)
-        plot_open_set(probabilities, strangers, open_set, report_dir / "open_set.png")
+        strangers = predictor.logits(unknown_images(unknown, bundle).images)
+        open_set = open_set_figures(result.logits, strangers, temperature)
+        plot_open_set(probabilities, softmax(strangers, temperature), open_set, report_dir / "open_set.png")
         written.append("open_set.png")
         log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
@@ -446,13 +426,59 @@ def run_study(
         "data": str(data_dir), "images": int(len(true)), "accuracy": result.accuracy, "characters": bundle.characters,
         "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
                     "calibrated": temperature is not None,
-                    "summary_uncalibrated": summarise_figures(confidence_figures(raw), correct)},
+                    "summary_uncalibrated": summarise_figures(confidence_figures(result.probabilities), correct)},
         "curves": curves, "recommended": recommended, "calibration": calibration,
         "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
         "open_set": open_set,
         "plots": written,
     }
     return Study(payload=payload, temperature=temperature, recommended=recommended)
+
+
+def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> Evaluation:
+    """The raw network's answers on the images of ``data_dir`` showing characters it knows."""
+    images = datasets.load_images(data_dir, predictor.image_size)
+    if images.bad_files:
+        log(datasets.describe_bad_files(images.bad_files))
+    result = evaluate(predictor, images)
+    if len(result.true) == 0:
+        raise SimpsonsError(f"none of the images in {data_dir} shows a character the model knows")
+    for name, paths in result.unknown_paths.items():
+        log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
+    return result
+
+
+def _calibration(bundle: Bundle, result: Evaluation, validation: Evaluation | None,
+                 calibrate: str | Path | None) -> dict:
+    """The temperature (fitted on the validation split, else the bundle's) and what it does to the data."""
+    calibration: dict = {"temperature": bundle.temperature, "source": "bundle" if bundle.temperature else None}
+    if validation is not None:
+        temperature = fit_temperature(validation.logits, validation.true)
+        calibration = {"temperature": temperature,
+                       "source": f"fitted on the shot-aware validation split of {calibrate}",
+                       "validation_images": int(len(validation.true)),
+                       "validation_nll_before": negative_log_likelihood(validation.logits, validation.true),
+                       "validation_nll_after": negative_log_likelihood(validation.logits, validation.true, temperature)}
+    temperature = calibration["temperature"]
+    before = reliability(result.probabilities, result.true)
+    after = reliability(softmax(result.logits, temperature), result.true)
+    calibration.update({"bins": ECE_BINS, "ece_before": before["ece"], "ece_after": after["ece"],
+                        "nll_before": negative_log_likelihood(result.logits, result.true),
+                        "nll_after": negative_log_likelihood(result.logits, result.true, temperature or 1.0),
+                        "reliability_before": before, "reliability_after": after})
+    return calibration
+
+
+def _plot_scatters(figures: np.ndarray, correct: np.ndarray, true: np.ndarray, bundle: Bundle,
+                   character: str | None, report_dir: Path) -> list[str]:
+    """The scatter plots of all images and, when asked, of one character's; their file names."""
+    plot_scatter(figures, correct, report_dir / "scatter_all.png", "Confidence of correct and wrong predictions")
+    if character is None:
+        return ["scatter_all.png"]
+    mine = true == bundle.characters.index(character)
+    plot_scatter(figures[mine], correct[mine], report_dir / f"scatter_{character}.png",
+                 f"Confidence of correct and wrong predictions: {pretty(character)} images")
+    return ["scatter_all.png", f"scatter_{character}.png"]
 
 
 def describe_open_set(figures: dict) -> str:
@@ -468,15 +494,17 @@ def describe_open_set(figures: dict) -> str:
 
 def describe_recommendation(recommended: dict, curves: dict) -> str:
     """The recommended thresholds in words."""
-    lines = [f"objective: {recommended['objective']}"]
-    at = recommended["at_threshold"]
+    lines = [f"objective: {recommended['objective']}, chosen on {recommended['chosen_on']}"]
     if recommended["threshold"] is None:
         lines.append(f"recommended global threshold: none (precision {recommended['target_precision']:g} "
-                     f"is unreachable on this data)" if recommended["target_precision"] is not None
+                     f"is unreachable)" if recommended["target_precision"] is not None
                      else "recommended global threshold: none (no correct prediction)")
     else:
-        lines.append(f"recommended global threshold: {recommended['threshold']:.2f} (precision {at['precision']:.3f}, "
-                     f"recall {at['recall']:.3f}, F1 {at['f1']:.3f}; at 0: F1 {curves['overall']['f1'][0]:.3f})")
+        at, data = recommended["at_threshold"], recommended["on_data"]
+        lines.append(f"recommended global threshold: {recommended['threshold']:.2f} (where chosen: precision "
+                     f"{at['precision']:.3f}, recall {at['recall']:.3f}, F1 {at['f1']:.3f}; on the data studied: "
+                     f"precision {data['precision']:.3f}, recall {data['recall']:.3f}, F1 {data['f1']:.3f}, "
+                     f"against F1 {curves['overall']['f1'][0]:.3f} with no threshold)")
     chosen = recommended["character_thresholds"]
     if chosen:
         lines.append("per character: " + ", ".join(f"{name} {value:.2f}" for name, value in chosen.items()))

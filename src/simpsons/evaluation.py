@@ -15,7 +15,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score  #
 
 from simpsons.bundle import Bundle, write_atomically  # noqa: E402
 from simpsons.data import LabelledImages, open_rgb  # noqa: E402
-from simpsons.prediction import UNKNOWN, Predictor  # noqa: E402
+from simpsons.prediction import UNKNOWN, Predictor, softmax  # noqa: E402
 
 
 def pretty(name: str) -> str:
@@ -46,12 +46,18 @@ class Evaluation:
     true: np.ndarray
     predicted: np.ndarray
     probabilities: np.ndarray
+    logits: np.ndarray
     paths: list[str]
     unknown_paths: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def accuracy(self) -> float:
         return float(np.mean(self.true == self.predicted)) if len(self.true) else float("nan")
+
+    @property
+    def top1_accuracy(self) -> float:
+        """Accuracy of the best guesses: the bundle's thresholds ignored."""
+        return float(np.mean(self.true == self.probabilities.argmax(axis=1))) if len(self.true) else float("nan")
 
     @property
     def unknown_answers(self) -> int:
@@ -83,6 +89,7 @@ class Evaluation:
         return {
             "images": int(len(self.true)),
             "accuracy": self.accuracy,
+            "top1_accuracy": self.top1_accuracy,
             "macro_f1": float(f1_score(self.true, self.predicted, labels=labels, average="macro", zero_division=0)),
             "weighted_f1": float(f1_score(self.true, self.predicted, labels=labels, average="weighted", zero_division=0)),
             "per_class": {name: per_class[name] for name in self.characters},
@@ -103,7 +110,8 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
     for i, label in enumerate(data.labels):
         if label not in known:
             unknown.setdefault(data.characters[label], []).append(data.paths[i])
-    probabilities = predictor.probabilities(data.images[keep])
+    logits = predictor.logits(data.images[keep])
+    probabilities = softmax(logits, predictor.temperature)
     predicted = probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64)
     rejected = [i for i, answer in enumerate(predictor.decide(probabilities, top_k=1)) if answer.character == UNKNOWN]
     predicted[rejected] = ANSWERED_UNKNOWN
@@ -112,6 +120,7 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
         true=np.array([model_index[data.characters[data.labels[i]]] for i in keep], dtype=np.int64),
         predicted=predicted,
         probabilities=probabilities,
+        logits=logits,
         paths=[data.paths[i] for i in keep],
         unknown_paths=unknown,
     )
@@ -133,15 +142,20 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
 
 
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:
-    """Row-normalised confusion matrix (recall on the diagonal) with readable names."""
+    """Row-normalised confusion matrix (recall on the diagonal) with readable names.
+
+    When the bundle's thresholds answered ``unknown`` for some images, they get a last column.
+    """
     labels = list(range(len(evaluation.characters)))
-    matrix = confusion_matrix(evaluation.true, evaluation.predicted, labels=labels).astype(float)
+    columns = labels + ([ANSWERED_UNKNOWN] if evaluation.unknown_answers else [])
+    matrix = confusion_matrix(evaluation.true, evaluation.predicted, labels=columns).astype(float)[: len(labels)]
     matrix /= np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     names = [pretty(c) for c in evaluation.characters]
     size = max(6, 0.45 * len(names) + 3)
     figure, axes = plt.subplots(figsize=(size + 1, size))
     shown = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(labels, names, rotation=60, ha="right", fontsize=8)
+    axes.set_xticks(range(len(columns)), names + (["(unknown)"] if len(columns) > len(labels) else []),
+                    rotation=60, ha="right", fontsize=8)
     axes.set_yticks(labels, names, fontsize=8)
     for row, col in zip(*np.nonzero(matrix >= 0.01)):
         value = matrix[row, col]

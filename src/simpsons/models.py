@@ -1,8 +1,8 @@
 """The model registry: architectures and their augmentation, in backend-neutral Keras.
 
 Every classifier takes RGB pixels in [0, 255] at ``image_size x image_size`` and returns
-softmax probabilities; the scaling to [0, 1] is its first layer, so a saved model needs
-no outside preprocessing.
+softmax probabilities from a final Dense layer named ``probabilities``; the scaling to
+[0, 1] is its first layer, so a saved model needs no outside preprocessing.
 """
 
 from __future__ import annotations
@@ -213,3 +213,17 @@ def build_training_model(classifier: keras.Model, augmentation: keras.Sequential
     size = classifier.input_shape[1]
     inputs = keras.Input(shape=(size, size, 3), name="pixels")
     return keras.Model(inputs, classifier(augmentation(inputs)), name="training_model")
+
+
+def logits_network(classifier: keras.Model) -> keras.Model:
+    """The classifier without its final softmax: same weights, outputs the logits.
+
+    Every registered architecture ends in a Dense layer named ``probabilities``; its copy here
+    has no activation. Logits give the temperature-scaled probabilities and the energy and
+    max-logit scores of the confidence study.
+    """
+    head = classifier.get_layer("probabilities")
+    logits = layers.Dense(head.units, name="logits")
+    outputs = logits(head.input)
+    logits.set_weights(head.get_weights())
+    return keras.Model(classifier.inputs, outputs, name=f"{classifier.name}_logits")

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import keras
 import numpy as np
 from PIL import Image
 
 from simpsons.bundle import Bundle, load_bundle
 from simpsons.data import open_rgb, resize_square
 from simpsons.errors import SimpsonsError
+from simpsons.models import logits_network
 
 UNKNOWN = "unknown"
 
@@ -39,29 +41,40 @@ class Prediction:
         }
 
 
+def softmax(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
+    """Probabilities from logits, divided by the temperature first when one is given."""
+    scaled = np.asarray(logits, dtype=np.float64) / (temperature or 1.0)
+    scaled -= scaled.max(axis=1, keepdims=True)
+    exponentials = np.exp(scaled)
+    return (exponentials / exponentials.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
     """Temperature scaling from probabilities: ``softmax(log(p) / T)``.
 
     ``log(p)`` equals the logits up to a per-row constant, so this is exact temperature
     scaling of the network's logits; ``T > 1`` softens, ``T < 1`` sharpens, ``T = 1`` is a no-op.
     """
-    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    scaled = np.exp(logits)
-    return (scaled / scaled.sum(axis=1, keepdims=True)).astype(np.float32)
+    return softmax(np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None)), temperature)
 
 
 class Predictor:
-    """Classifies RGB images with a bundle; batches internally and keeps one compiled function."""
+    """Classifies RGB images with a bundle; batches internally and keeps one compiled function.
 
-    def __init__(self, bundle: Bundle, batch_size: int = 64):
+    ``raw=True`` gives the network's own probabilities: the bundle's temperature and thresholds
+    are ignored (what the confidence study fits them on).
+    """
+
+    def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
         self.bundle = bundle
         self.characters = bundle.characters
         self.image_size = bundle.image_size
-        self.threshold = bundle.threshold
-        self.character_thresholds = dict(bundle.character_thresholds or {})
-        self.temperature = bundle.temperature
+        self.threshold = None if raw else bundle.threshold
+        self.character_thresholds = {} if raw else dict(bundle.character_thresholds or {})
+        self.temperature = None if raw else bundle.temperature
         self.batch_size = batch_size
+        # a Keras classifier loses its softmax here; an exported ONNX network already gives logits
+        self.network = logits_network(bundle.model) if isinstance(bundle.model, keras.Model) else bundle.model
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
@@ -76,20 +89,22 @@ class Predictor:
         """Pixels as the model wants them: RGB, squashed to its input size."""
         return resize_square(image.convert("RGB"), self.image_size)
 
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """The network's logits for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        if len(pixels) == 0:
+            return np.zeros((0, len(self.characters)), np.float32)
+        chunks = [
+            np.asarray(self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
+            for start in range(0, len(pixels), self.batch_size)
+        ]
+        return np.concatenate(chunks)
+
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length.
 
         With a ``temperature`` (from the bundle) they are temperature-scaled (calibrated).
         """
-        if len(pixels) == 0:
-            return np.zeros((0, len(self.characters)), np.float32)
-        model = self.bundle.model
-        chunks = [
-            np.asarray(model.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
-            for start in range(0, len(pixels), self.batch_size)
-        ]
-        probabilities = np.concatenate(chunks)
-        return probabilities if self.temperature is None else apply_temperature(probabilities, self.temperature)
+        return softmax(self.logits(pixels), self.temperature)
 
     def threshold_for(self, character: str) -> float | None:
         """The minimum probability for answering ``character``: its own threshold, else the global one."""
