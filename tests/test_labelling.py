@@ -1,16 +1,22 @@
-"""``simpsons label``: scripted sessions over a generated clip and a real one."""
+"""``simpsons label``: scripted sessions over a generated clip and the shared ones."""
 
 from __future__ import annotations
 
+import builtins
 import csv
 import io
+import os
 import random
+import re
+import shutil
+import threading
+from collections import Counter
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from helpers import SAMPLES, TEST_CHARACTERS, make_bundle, open_sample
+from helpers import SAMPLES, TEST_CHARACTERS, open_sample
 from PIL import Image
 from test_cli import one_line_error, run_cli
 
@@ -19,6 +25,14 @@ from simpsons.prediction import default_model_path
 
 WIDTH, HEIGHT = 160, 120
 SEGMENT = 5  # frames 0-4 show homer, 5-9 bart, 10-14 homer...
+PREVIEW = f"_preview_{os.getpid()}.png"
+
+
+@pytest.fixture(autouse=True)
+def no_display(monkeypatch):
+    """No test opens a window, even on a desktop."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +71,11 @@ def files_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.jpg"))
 
 
+def kept_by_hand(dataset: Path) -> set[Path]:
+    """The pictures the log says were saved by hand and not undone."""
+    return {dataset / row["file"] for row in labelling.kept_saves(log_rows(dataset))}
+
+
 # --------------------------------------------------------------------------- pure functions
 
 
@@ -78,22 +97,123 @@ def test_frame_plan_is_bounded_and_seeded():
     assert next(labelling.frame_plan(1000, 25, (5, 5), 2, random.Random(0))) <= 50
 
 
+def test_seeking_reads_the_frames_that_decoding_on_reads(clip):
+    wanted = [3, 14, 15, 27]
+    seeking = list(labelling.read_frames(clip, wanted, seek_after=0))
+    decoding = list(labelling.read_frames(clip, wanted, seek_after=float("inf")))
+    assert [n for n, _ in seeking] == [n for n, _ in decoding] == wanted
+    for (_, first), (_, second) in zip(seeking, decoding):
+        assert np.array_equal(np.asarray(first), np.asarray(second))
+    assert [n for n, _ in labelling.read_frames(clip, [28, 40, 50], seek_after=0)] == [28]
+
+
 def test_reserve_never_overwrites(tmp_path):
     folder = tmp_path / "homer_simpson"
     folder.mkdir()
     (folder / "pic_0003.jpg").write_bytes(b"old")
     first = labelling.reserve_picture(folder)
-    second = labelling.reserve_picture(folder)
-    assert (first.name, second.name) == ("pic_0004.jpg", "pic_0005.jpg")
+    second = labelling.reserve_picture(folder, preferred="pic_0001.jpg")
+    third = labelling.reserve_picture(folder, preferred="pic_0003.jpg")
+    assert (first.name, second.name, third.name) == ("pic_0004.jpg", "pic_0001.jpg", "pic_0005.jpg")
     assert (folder / "pic_0003.jpg").read_bytes() == b"old"
 
 
-def test_concurrent_reservations_get_distinct_files(tmp_path):
+def test_concurrent_reservations_and_log_writers(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as pool:
-        names = list(pool.map(lambda _: labelling.reserve_picture(tmp_path).name, range(80)))
-    assert len(set(names)) == 80 and len(list(tmp_path.iterdir())) == 80
+        names = list(pool.map(lambda _: labelling.reserve_picture(tmp_path / "pics").name, range(80)))
+    assert len(set(names)) == 80 and len(list((tmp_path / "pics").iterdir())) == 80
+
+    start = threading.Barrier(8)
+    def writer(number: int) -> None:
+        start.wait()
+        log = labelling.LabelLog(tmp_path)
+        for row in range(25):
+            log.write("saved", label=f"w{number}", frame=row, file=tmp_path / "x" / f"pic_{row:04d}.jpg")
+        log.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, range(8)))
+    rows = log_rows(tmp_path)
+    assert (tmp_path / "labels.csv").read_text().count("time,video") == 1
+    assert len(rows) == 200 and all(r["action"] == "saved" and r["file"].startswith("x/pic_") for r in rows)
+    assert Counter(r["label"] for r in rows) == {f"w{n}": 25 for n in range(8)}
+
+
+def test_an_older_log_keeps_its_columns(tmp_path):
+    old = ("time,video,frame,crop,label,probability,file,action\r\n"
+           "2024-01-01T00:00:00,v.mp4,3,left,bart,,b/p.jpg,saved\r\n")
+    (tmp_path / "labels.csv").write_text(old, newline="")
+    log = labelling.LabelLog(tmp_path)
+    log.write("undo", video="v.mp4", frame=3, label="bart", file=tmp_path / "b" / "p.jpg", source="ignored")
+    log.close()
+    rows = log_rows(tmp_path)
+    assert (tmp_path / "labels.csv").read_bytes().decode().startswith(old)
+    assert [r["action"] for r in rows] == ["saved", "undo"] and all(None not in r for r in rows)
+    assert labelling.kept_saves(rows) == []
+
+
+# --------------------------------------------------------------------------- preview
+
+
+def test_preview_kinds_from_the_environment():
+    assert not labelling.display_available({}, "linux")
+    assert labelling.display_available({"DISPLAY": ":0"}, "linux")
+    assert labelling.display_available({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
+    assert labelling.display_available({}, "darwin")
+    assert labelling.terminal_graphics({"TERM": "xterm-kitty"}) == "kitty"
+    assert labelling.terminal_graphics({"TERM_PROGRAM": "iTerm.app"}) == "iterm"
+    assert labelling.terminal_graphics({"TERM": "xterm-256color", "COLORTERM": "truecolor"}) == "truecolor"
+    assert labelling.terminal_graphics({"TERM": "xterm-256color"}) is None
+
+
+def test_terminal_pictures():
+    image = Image.new("RGB", (400, 300), (255, 0, 0))
+    image.paste((0, 0, 255), (0, 150, 400, 300))
+    blocks = labelling.terminal_image(image, "truecolor", columns=20).splitlines()
+    assert len(blocks) == 8 and all(line.count("\u2580") == 20 for line in blocks)
+    assert "38;2;255;0;0;48;2;255;0;0m" in blocks[0] and "38;2;0;0;255;48;2;0;0;255m" in blocks[-1]
+    kitty = labelling.terminal_image(Image.effect_noise((600, 400), 80).convert("RGB"), "kitty")
+    chunks = kitty.split("\x1b\\")[:-1]
+    assert kitty.startswith("\x1b_Ga=T,f=100,c=48,m=1;") and len(chunks) > 1
+    assert all(len(c.split(";", 1)[1]) <= 4096 for c in chunks) and chunks[-1].startswith("\x1b_Gm=0;")
+    assert labelling.terminal_image(image, "iterm").startswith("\x1b]1337;File=inline=1;")
+
+
+def test_preview_without_a_display_writes_a_png(tmp_path, capsys, monkeypatch):
+    image = Image.new("RGB", (64, 48), (10, 200, 30))
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    preview = labelling.Preview(tmp_path, env={"COLORTERM": "truecolor"})
+    assert preview.window is None and preview.show(image, "frame 7") == tmp_path / PREVIEW
+    out = capsys.readouterr().out
+    assert f"frame 7: {tmp_path / PREVIEW}" in out and "\u2580" in out
+    with Image.open(tmp_path / PREVIEW) as written:
+        assert written.size == (64, 48)
+    preview.close()
+    assert not (tmp_path / PREVIEW).exists()
+
+
+def test_a_display_that_cannot_be_reached_falls_back(tmp_path, capsys):
+    preview = labelling.Preview(tmp_path, env={"DISPLAY": "127.0.0.1:97", "TERM": "dumb"})
+    assert preview.window is None and preview.graphics is None
+    preview.show(Image.new("RGB", (8, 8)), "frame 1")
+    out = capsys.readouterr().out
+    assert f"frame 1: {tmp_path / PREVIEW}" in out and "\x1b" not in out
+    preview.close()
+
+
+def test_the_window_is_told_each_picture(tmp_path):
+    """The viewer protocol, with a stand-in viewer that writes down what it is told instead of drawing."""
+    told = tmp_path / "told.txt"
+    recorder = f"import sys\nprint('ready', flush=True)\nopen({str(told)!r}, 'w').writelines(sys.stdin)\n"
+    window = labelling.Window.open({}, script=recorder)
+    assert window is not None
+    assert window.show(tmp_path / "a.png", "clip.mp4\tframe\n3") and window.show(tmp_path / "b.png", "frame 4")
+    window.close()
+    assert told.read_text() == f"{tmp_path / 'a.png'}\tclip.mp4 frame 3\n{tmp_path / 'b.png'}\tframe 4\n"
+    assert not window.show(tmp_path / "c.png", "gone")
+    assert labelling.Window.open({}, script="raise SystemExit(1)") is None
 
 
 # --------------------------------------------------------------------------- labelling by hand
@@ -126,18 +246,17 @@ def test_scripted_session_crops_names_and_log(capsys, monkeypatch, clip, tmp_pat
     assert "create new character folder mr_burns? [y/n]" in out
     assert not (dataset / "mr_burns").exists() and not list((dataset / "marge_simpson").iterdir())
     assert "answer no, left, right or full" in out
-    assert str(dataset / "_preview.png") in out and (dataset / "_preview.png").is_file()
-    assert "(homer_simpson: 2)" in out
+    assert f"clip.mp4 frame 15: {dataset / PREVIEW}" in out and not (dataset / PREVIEW).exists()
+    assert "(homer_simpson: 2)" in out and "saved 3 picture(s) this session" in out
     rows = log_rows(dataset)
     assert [(r["frame"], r["crop"], r["label"], r["action"]) for r in rows] == [
         ("0", "left", "homer_simpson", "saved"), ("5", "right", "bart_simpson", "saved"),
         ("10", "", "", "no_character"), ("15", "full", "charles_montgomery_burns", "saved")]
-    saved = {Path(r["file"]) for r in rows if r["action"] == "saved"}
-    assert saved == {p for p in dataset.glob("*/pic_*.jpg") if p.name != "pic_0000.jpg" or "homer" not in str(p)}
-    assert all(r["video"] == str(clip) for r in rows)
+    assert kept_by_hand(dataset) == set(dataset.glob("*/pic_*.jpg")) - {dataset / "homer_simpson" / "pic_0000.jpg"}
+    assert all(r["video"] == str(clip.absolute()) for r in rows)
 
 
-def test_undo_duplicates_and_end_of_input(capsys, monkeypatch, clip, tmp_path):
+def test_undo_duplicates_and_resume(capsys, monkeypatch, clip, tmp_path):
     dataset = tmp_path / "set"
     (dataset / "homer_simpson").mkdir(parents=True)
     answers(monkeypatch,
@@ -150,15 +269,35 @@ def test_undo_duplicates_and_end_of_input(capsys, monkeypatch, clip, tmp_path):
     assert code == 0, err
     assert files_in(dataset / "homer_simpson") == ["pic_0000.jpg", "pic_0001.jpg"]
     assert "skipped: a near-duplicate of" in out and "removed" in out
-    actions = [(r["frame"], r["action"], Path(r["file"]).name) for r in log_rows(dataset)]
-    assert actions == [("0", "saved", "pic_0000.jpg"), ("5", "saved", "pic_0001.jpg"),
-                       ("5", "undo", "pic_0001.jpg"), ("10", "skipped_duplicate", "pic_0000.jpg"),
-                       ("15", "saved", "pic_0001.jpg")]
-    # a second run appends to the log under the one header and continues the numbering
-    answers(monkeypatch, "l", "homer")
-    label(capsys, clip, dataset)
-    assert files_in(dataset / "homer_simpson") == ["pic_0000.jpg", "pic_0001.jpg", "pic_0002.jpg"]
+    actions = [(r["frame"], r["action"], r["file"]) for r in log_rows(dataset)]
+    first, second = "homer_simpson/pic_0000.jpg", "homer_simpson/pic_0001.jpg"
+    assert actions == [("0", "saved", first), ("5", "saved", second), ("5", "undo", second),
+                       ("10", "skipped_duplicate", first), ("15", "saved", second)]
+    assert kept_by_hand(dataset) == set((dataset / "homer_simpson").glob("*.jpg"))
+
+    # the same seed again resumes after the logged frames; undo reaches the earlier run's last picture
+    answers(monkeypatch, "u", "n", "r", "bart simpson", "y", "stop")  # frame 20: nobody; frame 25: bart
+    code, out, err = label(capsys, clip, dataset)
+    assert code == 0, err
+    assert "resuming: 4 frame(s)" in out and "clip.mp4 frame 20" in out and "frame 0:" not in out
+    assert "removed" in out and files_in(dataset / "homer_simpson") == ["pic_0000.jpg"]
+    assert files_in(dataset / "bart_simpson") == ["pic_0000.jpg"]
     assert (dataset / "labels.csv").read_text().count("time,video") == 1
+    assert kept_by_hand(dataset) == set(dataset.glob("*/*.jpg"))
+
+
+def test_undo_never_reaches_outside_the_dataset(capsys, monkeypatch, clip, tmp_path):
+    outside = tmp_path / "outside" / "pic_0000.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(b"keep me")
+    dataset = tmp_path / "set"
+    dataset.mkdir()
+    (dataset / "labels.csv").write_text("time,video,frame,crop,label,probability,file,action,source\n"
+                                        ",,1,left,x,,../outside/pic_0000.jpg,saved,\n")
+    answers(monkeypatch, "undo", "stop")
+    code, out, err = label(capsys, clip, dataset)
+    assert code == 0, err
+    assert "nothing to undo" in out and outside.read_bytes() == b"keep me"
 
 
 def test_model_names_complete_partial_answers(capsys, monkeypatch, clip, tmp_path, tiny_bundle):
@@ -167,6 +306,37 @@ def test_model_names_complete_partial_answers(capsys, monkeypatch, clip, tmp_pat
     code, out, err = label(capsys, clip, dataset, "--model", tiny_bundle)
     assert code == 0, err
     assert files_in(dataset / "chief_wiggum") == ["pic_0000.jpg"]
+
+
+def test_two_runs_at_once_do_not_clash(capsys, monkeypatch, clip, tmp_path):
+    dataset = tmp_path / "set"
+    (dataset / "homer_simpson").mkdir(parents=True)
+    scripts = {"left": iter(["l", "homer"] * 3 + ["stop"]), "right": iter(["r", "homer"] * 3 + ["stop"])}
+    first_question, asked = threading.Barrier(2), set()
+
+    def scripted_input(prompt: str = "") -> str:
+        name = threading.current_thread().name
+        if name not in asked:  # both runs have read the log and are labelling before either answers
+            asked.add(name)
+            first_question.wait(timeout=30)
+        return next(scripts[name])
+
+    monkeypatch.setattr(builtins, "input", scripted_input)
+    runs = [threading.Thread(target=labelling.label_videos, name=name, args=([clip], dataset),
+                             kwargs={"every": (5, 5), "start_within": 0, "seed": 1}) for name in scripts]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=60)
+    saved = sorted(dataset.glob("homer_simpson/*.jpg"))
+    assert [p.name for p in saved] == [f"pic_{n:04d}.jpg" for n in range(len(saved))] and len(saved) >= 4
+    for path in saved:
+        with Image.open(path) as picture:
+            assert picture.size == (WIDTH // 2, HEIGHT)
+    rows = log_rows(dataset)
+    assert (dataset / "labels.csv").read_text().count("time,video") == 1
+    assert kept_by_hand(dataset) == set(saved)
+    assert sorted(r["crop"] for r in rows if r["action"] == "saved").count("left") >= 2
 
 
 # --------------------------------------------------------------------------- model-assisted and review
@@ -198,38 +368,60 @@ def test_auto_respects_threshold_and_batches_crops(capsys, monkeypatch, clip, tm
     kept = [r for r in rows if r["action"] == "auto_kept"]
     assert len(kept) == 6 and all(r["label"] in TEST_CHARACTERS for r in kept)
     for row in kept:
-        assert Path(row["file"]).is_file() and Path(row["file"]).parent.name == row["label"]
-        assert Path(row["file"]).parent.parent.name == "_review"
-    assert sorted(Path(r["file"]) for r in kept) == sorted((dataset / "_review").glob("*/*.jpg"))
+        assert Path(row["file"]).parts == ("_review", row["label"], Path(row["file"]).name)
+        assert float(row["probability"]) >= 0
+    assert sorted(dataset / r["file"] for r in kept) == sorted((dataset / "_review").glob("*/*.jpg"))
 
     dataset = tmp_path / "dropped"
     label(capsys, clip, dataset, "--auto", "--model", tiny_bundle, "--min-prob", "0.99")
     assert not list((dataset).glob("_review/*/*.jpg"))
     assert {r["action"] for r in log_rows(dataset)} == {"auto_dropped"}
+    code, out, err = label(capsys, clip, dataset, "--auto", "--model", tiny_bundle, "--min-prob", "0.99")
+    assert "resuming: 6 frame(s)" in out and "frames analysed: 0" in out
 
 
-def test_review_accepts_relabels_and_rejects(capsys, monkeypatch, clip, tmp_path, tiny_bundle):
+def test_review_accept_relabel_reject_undo_and_duplicates(capsys, monkeypatch, clip, tmp_path, tiny_bundle):
     dataset = tmp_path / "set"
     label(capsys, clip, dataset, "--auto", "--model", tiny_bundle, "--min-prob", "0")
     waiting = labelling.review_items(dataset)
     assert len(waiting) == 6
     (dataset / "homer_simpson").mkdir()
     (dataset / "homer_simpson" / "pic_0000.jpg").write_bytes(b"mine")
-    answers(monkeypatch, "a", "r", "homer", "x", "q", "stop")
+    copy = dataset / waiting[3][0] / "pic_0100.jpg"  # item 3 is already in its character's folder
+    copy.parent.mkdir(exist_ok=True)
+    shutil.copyfile(waiting[3][1], copy)
+    answers(monkeypatch,
+            "a",            # item 0 accepted
+            "r", "homer",   # item 1 relabelled homer_simpson
+            "x",            # item 2 rejected
+            "u", "a",       # undo: item 2 is back, and accepted this time
+            "a",            # item 3: a near-duplicate of the copy, not accepted
+            "a", "u",       # item 4 accepted, then undone
+            "q", "stop")    # item 4 again: a wrong answer, then stop
     code, out, err = run_cli(capsys, "label", "review", dataset)
 
     assert code == 0, err
-    assert "before review" in out and "after review" in out
-    first, second, third = waiting[:3]
-    assert files_in(dataset / first[0])[-1].startswith("pic_") and not first[1].exists()
+    (s0, p0), (_, p1), (s2, p2), (s3, p3), (s4, p4), (_, p5) = waiting
+    assert not p0.exists() and not p1.exists() and not p2.exists() and not p3.exists()
+    assert p4.exists() and p5.exists() and labelling.review_items(dataset) == waiting[4:]
     assert (dataset / "homer_simpson" / "pic_0000.jpg").read_bytes() == b"mine"
-    assert len(files_in(dataset / "homer_simpson")) == 2 + (first[0] == "homer_simpson")
-    assert not second[1].exists() and not third[1].exists()
-    assert len(labelling.review_items(dataset)) == 3
-    actions = [r["action"] for r in log_rows(dataset) if r["action"].startswith("review")]
-    assert actions == ["review_accepted", "review_relabelled", "review_rejected"]
-    accepted = [r for r in log_rows(dataset) if r["action"] == "review_accepted"][0]
-    assert accepted["video"] == str(clip) and Path(accepted["file"]).is_file()
+    assert "not accepted: a near-duplicate of" in out and "undone:" in out
+    assert files_in(dataset / "_review" / "_rejected") == ["pic_0000.jpg"]
+    rows = [r for r in log_rows(dataset) if r["action"].startswith("review")]
+    assert [r["action"] for r in rows] == ["review_accepted", "review_relabelled", "review_rejected", "review_undo",
+                                           "review_accepted", "review_duplicate", "review_accepted", "review_undo"]
+    assert [r["source"] for r in rows[:3]] == [labelling.relative(dataset, p) for p in (p0, p1, p2)]
+    assert rows[1]["label"] == "homer_simpson" and (dataset / rows[1]["file"]).parent.name == "homer_simpson"
+    assert rows[3]["file"] == rows[2]["source"] and rows[7]["file"] == rows[6]["source"]
+    assert rows[0]["video"] == str(clip.absolute()) and (dataset / rows[0]["file"]).is_file()
+    assert not (dataset / rows[6]["file"]).exists()
+    for row in (rows[0], rows[4]):
+        assert (dataset / row["file"]).parent.name == row["label"]
+    before, after = out.split("before review:")[1].split("after review:")
+    counts = labelling.picture_counts(dataset)
+    assert counts["homer_simpson"] == 2 and re.search(r"homer_simpson +1\n", before)
+    assert re.search(r"homer_simpson +2  \(before 1, \+1\)", after)
+    assert all(re.search(rf"{name} +{count}  \(before \d+, \+\d+\)", after) for name, count in counts.items())
 
 
 # --------------------------------------------------------------------------- bad input
@@ -242,6 +434,9 @@ def test_bad_input_is_one_line_exit_2(capsys, clip, tmp_path):
     blocker.write_text("x")
     broken = tmp_path / "broken.simpsons"
     broken.write_bytes(b"junk")
+    garbled = tmp_path / "garbled"
+    garbled.mkdir()
+    (garbled / "labels.csv").write_bytes(b"time,video\n\xff\xfe\x00junk\n")
     cases = [
         (("label", tmp_path / "missing.mp4", "--into", tmp_path / "d"), "missing.mp4"),
         (("label", text, "--into", tmp_path / "d"), "not a readable video"),
@@ -251,7 +446,10 @@ def test_bad_input_is_one_line_exit_2(capsys, clip, tmp_path):
         (("label", clip, "--into", tmp_path / "d", "--model", broken), "not a simpsons model bundle"),
         (("label", clip, "--into", tmp_path / "d", "--auto", "--model", broken), "not a simpsons model bundle"),
         (("label", clip, "--into", tmp_path / "d", "--every", "9-3"), "--every"),
+        (("label", clip, "--into", tmp_path / "d", "--start-within", "-1"), "--start-within"),
+        (("label", clip, "--into", tmp_path / "d", "--auto", "--min-prob", "2"), "--min-prob"),
         (("label", "review", tmp_path / "nowhere"), "dataset folder not found"),
+        (("label", clip, "--into", garbled), "cannot read the log"),
     ]
     for argv, expected in cases:
         code, out, err = run_cli(capsys, *argv)
@@ -259,7 +457,35 @@ def test_bad_input_is_one_line_exit_2(capsys, clip, tmp_path):
         assert expected in one_line_error(err), argv
 
 
-# --------------------------------------------------------------------------- a real clip
+def test_a_full_disk_is_one_line_and_leaves_no_empty_picture(capsys, monkeypatch, clip, tmp_path):
+    original = labelling.write_atomically
+    def full(target, data):
+        if str(target).endswith(".jpg"):
+            raise OSError(28, "No space left on device")
+        original(target, data)
+
+    monkeypatch.setattr(labelling, "write_atomically", full)
+    dataset = tmp_path / "set"
+    (dataset / "homer_simpson").mkdir(parents=True)
+    answers(monkeypatch, "l", "homer")
+    code, out, err = label(capsys, clip, dataset)
+    assert code == 2 and "No space left on device" in one_line_error(err)
+    assert files_in(dataset / "homer_simpson") == []
+
+
+# --------------------------------------------------------------------------- the shared clips
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name, wanted", [("comic_shop.mp4", [2, 150, 151, 420, 700]),
+                                          ("skateboard_opening.mp4", [1, 40, 129, 130, 200, 328])])
+def test_seeking_in_the_shared_clips(shared_data, name, wanted):
+    clip = shared_data / "videos" / name
+    seeking = list(labelling.read_frames(clip, wanted, seek_after=0))
+    decoding = list(labelling.read_frames(clip, wanted, seek_after=float("inf")))
+    assert [n for n, _ in seeking] == [n for n, _ in decoding] == wanted
+    for (_, first), (_, second) in zip(seeking, decoding):
+        assert np.array_equal(np.asarray(first), np.asarray(second))
 
 
 @pytest.mark.shared
@@ -272,7 +498,7 @@ def test_real_clip_by_hand_and_with_the_shipped_model(capsys, monkeypatch, share
     saved = [r for r in log_rows(dataset) if r["action"] == "saved"]
     assert 1 <= len(saved) <= 3 and files_in(dataset / "lisa_simpson")
     for row in saved:
-        with Image.open(row["file"]) as picture, av.open(row["video"]) as container:
+        with Image.open(dataset / row["file"]) as picture, av.open(row["video"]) as container:
             width = container.streams.video[0].codec_context.width
             assert picture.width == width - width // 2
 
