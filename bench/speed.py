@@ -1,5 +1,5 @@
 """CPU speed of the pipeline the CLI uses: training images/s, batched prediction, one-image latency
-(Keras and the exported ONNX model).
+(Keras, the exported ONNX model and its int8 version calibrated on the sample pictures).
 
 Usage: python bench/speed.py [--model BUNDLE] [--repeats 5]
 Prints one JSON object; medians over repeats, measured in this one process.
@@ -21,7 +21,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from simpsons.data import load_images, open_rgb  # noqa: E402
-from simpsons.export import export_onnx  # noqa: E402
+from simpsons.export import export_onnx, export_onnx_int8  # noqa: E402
 from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 from simpsons.training import PRESETS, build_optimizer  # noqa: E402
@@ -65,7 +65,7 @@ def prediction_speed(predictor: Predictor, repeats: int) -> tuple[float, float]:
 
 
 def prediction_speeds(model_path: str, repeats: int) -> dict[str, float]:
-    """Keras and ONNX Runtime predictors of one bundle, with one-image ``model.predict`` as the baseline."""
+    """Keras, ONNX Runtime and int8 predictors of one bundle, with one-image ``model.predict`` as the baseline."""
     keras_predictor = Predictor.load(model_path)
     result = dict(zip(("predict_images_per_second", "single_image_ms"), prediction_speed(keras_predictor, repeats)))
     pixels = np.zeros((1, keras_predictor.image_size, keras_predictor.image_size, 3), np.float32)
@@ -75,7 +75,11 @@ def prediction_speeds(model_path: str, repeats: int) -> dict[str, float]:
         onnx_path = os.path.join(scratch, "model.onnx")
         export_onnx(keras_predictor.bundle, onnx_path)
         onnx_speed = prediction_speed(Predictor.load(onnx_path), repeats)
+        int8_path = os.path.join(scratch, "int8.onnx")
+        export_onnx_int8(keras_predictor.bundle, int8_path, SAMPLES)
+        int8_speed = prediction_speed(Predictor.load(int8_path), repeats)
     result.update(zip(("onnx_predict_images_per_second", "onnx_single_image_ms"), onnx_speed))
+    result.update(zip(("int8_predict_images_per_second", "int8_single_image_ms"), int8_speed))
     return result
 
 

@@ -78,6 +78,27 @@ def test_an_onnx_model_from_elsewhere_is_refused(tmp_path: Path):
         load_onnx_bundle(foreign)
 
 
+def test_int8_export_is_smaller_and_mostly_agrees(capsys, tmp_path: Path, shipped_onnx: Path, samples_dir: Path):
+    target = tmp_path / "int8.onnx"
+    code, out, err = run_cli(capsys, "export", default_model_path(), "--onnx", target, "--int8", samples_dir)
+    assert code == 0, err
+    assert "same best guess on" in out and "of 60 held-out pictures" in out  # 60 samples < 512: checked on them
+    assert target.stat().st_size < shipped_onnx.stat().st_size / 3
+    images = datasets.load_images(samples_dir, 96).images
+    int8 = Predictor.load(target)
+    assert int8.temperature == Predictor.load().temperature  # the description travels with the int8 model too
+    agreement = np.mean(int8.logits(images).argmax(axis=1) == Predictor.load(shipped_onnx).logits(images).argmax(axis=1))
+    assert agreement >= 0.9
+
+
+def test_int8_export_needs_pictures(capsys, tmp_path: Path, tiny_bundle: Path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "export", tiny_bundle, "--onnx", tmp_path / "x.onnx", "--int8", tmp_path / "nowhere")
+    assert code == 2 and "not found" in one_line_error(err)
+    code, _, err = run_cli(capsys, "export", tiny_bundle, "--onnx", tmp_path / "x.onnx", "--int8", tmp_path / "empty")
+    assert code == 2 and not (tmp_path / "x.onnx").exists()
+
+
 def test_an_onnx_file_giving_probabilities_is_refused(tmp_path: Path, shipped_onnx: Path):
     import onnx
 
