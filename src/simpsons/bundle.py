@@ -14,11 +14,12 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from simpsons.errors import SimpsonsError
+
+if TYPE_CHECKING:  # Keras (and its backend) loads only when a network does: the CLI starts fast
+    import keras
 
 FORMAT = "simpsons-model-bundle"
 FORMAT_VERSION = 1
@@ -125,6 +126,8 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
 
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle; a corrupt or foreign file raises ``SimpsonsError``."""
+    import keras
+
     description = read_description(path)
     with tempfile.TemporaryDirectory() as scratch:
         model_file = Path(scratch) / "model.keras"

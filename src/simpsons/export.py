@@ -19,7 +19,6 @@ import numpy as np
 from simpsons import data as datasets
 from simpsons.bundle import Bundle, check_description, write_atomically
 from simpsons.errors import SimpsonsError
-from simpsons.models import logits_network
 
 METADATA_KEY = "simpsons_bundle"
 OUTPUT_KEY, OUTPUT = "simpsons_output", "logits"
@@ -88,6 +87,8 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
     head stay in float): a smaller, faster file whose answers can differ on a few pictures.
     """
     import onnx
+
+    from simpsons.models import logits_network
 
     size = bundle.image_size
     network = logits_network(bundle.model)

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import keras
 import numpy as np
 from PIL import Image
 
 from simpsons.bundle import Bundle, load_bundle
 from simpsons.data import open_rgb, resize_square
 from simpsons.errors import SimpsonsError
-from simpsons.models import logits_network
+from simpsons.export import OnnxNetwork
 
 UNKNOWN = "unknown"
 
@@ -73,8 +72,12 @@ class Predictor:
         self.character_thresholds = {} if raw else dict(bundle.character_thresholds or {})
         self.temperature = None if raw else bundle.temperature
         self.batch_size = batch_size
-        # a Keras classifier loses its softmax here; an exported ONNX network already gives logits
-        self.network = logits_network(bundle.model) if isinstance(bundle.model, keras.Model) else bundle.model
+        if isinstance(bundle.model, OnnxNetwork):  # an exported network gives logits already
+            self.network = bundle.model
+        else:  # Keras loads here, not at import: commands that need no network start fast
+            from simpsons.models import logits_network
+
+            self.network = logits_network(bundle.model)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
