@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,6 +98,8 @@ class Evaluation:
             "confusion_matrix": confusion_matrix(self.true, self.predicted, labels=labels).tolist(),
             "unknown_characters": {name: len(paths) for name, paths in self.unknown_paths.items()},
             "unknown_answers": self.unknown_answers,
+            "most_confused": [{key: value for key, value in pair.items() if key != "examples"}
+                              for pair in confused_pairs(self)],
             "accuracy_on_answered": self.accuracy_on_answered,
         }
 
@@ -136,7 +139,7 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
     figure.tight_layout()
     path = Path(path)
     partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=120)
+    figure.savefig(partial, dpi=120, bbox_inches="tight")
     plt.close(figure)
     partial.replace(path)
 
@@ -192,6 +195,41 @@ def plot_prediction_grid(evaluation: Evaluation, path: str | Path, count: int = 
     for axes in np.ravel(axes_grid)[len(chosen):]:
         axes.axis("off")
     figure.suptitle("True and predicted characters (mistakes in red)")
+    save_figure(figure, path)
+
+
+def confused_pairs(evaluation: Evaluation, top: int = 6) -> list[dict]:
+    """The ``top`` most frequent (true, predicted) mistakes between two characters, largest share first."""
+    mistakes = (evaluation.predicted != evaluation.true) & (evaluation.predicted != ANSWERED_UNKNOWN)
+    counts = Counter(zip(evaluation.true[mistakes].tolist(), evaluation.predicted[mistakes].tolist()))
+    support = np.bincount(evaluation.true, minlength=len(evaluation.characters))
+    ranked = sorted(counts.items(), key=lambda item: (-item[1] / support[item[0][0]], -item[1], item[0]))[:top]
+    return [
+        {"true": evaluation.characters[truth], "predicted": evaluation.characters[guess], "images": count,
+         "share_of_true": count / int(support[truth]),
+         "examples": [evaluation.paths[i] for i in np.flatnonzero(mistakes & (evaluation.true == truth)
+                                                                  & (evaluation.predicted == guess))]}
+        for (truth, guess), count in ranked
+    ]
+
+
+def plot_confused_pairs(evaluation: Evaluation, path: str | Path, top: int = 6, examples: int = 3) -> None:
+    """One row per most-confused pair: up to ``examples`` of its mistaken pictures."""
+    pairs = confused_pairs(evaluation, top)
+    rows = max(1, len(pairs))
+    figure, axes_grid = plt.subplots(rows, examples, figsize=(3.0 * examples, 3.1 * rows), squeeze=False)
+    for row, pair in zip(axes_grid, pairs):
+        for axes, example in zip(row, pair["examples"][:examples]):
+            axes.imshow(open_rgb(example))
+            axes.set_title(Path(example).name, fontsize=8)
+        row[0].set_ylabel(f"{pretty(pair['true'])}\n→ {pretty(pair['predicted'])}\n"
+                          f"{pair['images']} ({pair['share_of_true']:.0%})", fontsize=9)
+    for axes in axes_grid.ravel():
+        axes.set_xticks([])
+        axes.set_yticks([])
+        if not axes.images:
+            axes.set_frame_on(False)
+    figure.suptitle("Most confused pairs: true → predicted,\nmistakes (share of the true character's pictures)", y=1.02)
     save_figure(figure, path)
 
 
