@@ -20,18 +20,20 @@ from schemathesis.checks import not_a_server_error
 from test_cli import one_line_error, run_cli
 from test_video import FPS, write_clip
 
-from simpsons.labelling import read_log
+from simpsons.labelling import CROPS, LabelLog, read_log
 from simpsons.prediction import Predictor
 from simpsons.web import MB, STATIC, create_app
 
 PICTURE_LIMIT = 300_000
 CLIP_LIMIT = 3 * MB
+EPISODE = Path("/videos/s01e01.mp4")
 RECOGNISED = ["bart_simpson_0.jpg", "homer_simpson_0.jpg", "lisa_simpson_0.jpg", "ned_flanders_0.jpg",
               "krusty_the_clown_0.jpg", "sideshow_bob_0.jpg"]
 
 
 def make_dataset(root: Path) -> Path:
-    """Two character folders and four crops waiting for review (the unsure one shows Moe)."""
+    """Two character folders and four crops waiting for review (the unsure one shows Moe), each with the
+    ``auto_*`` log row ``label --auto`` wrote (the waiting Homer repeats homer_simpson/pic_0000.jpg)."""
     layout = {"homer_simpson": ("homer_simpson", 2), "lisa_simpson": ("lisa_simpson", 1),
               "_review/homer_simpson": ("homer_simpson", 1), "_review/bart_simpson": ("bart_simpson", 2),
               "_review/_unsure": ("moe_szyslak", 1)}
@@ -39,7 +41,27 @@ def make_dataset(root: Path) -> Path:
         (root / folder).mkdir(parents=True)
         for number in range(count):
             shutil.copyfile(SAMPLES / f"{character}_{number}.jpg", root / folder / f"pic_{number:04d}.jpg")
+    log = LabelLog(root)
+    for frame, crop in enumerate(sorted((root / "_review").rglob("pic_*.jpg"))):
+        action, label = ("auto_unsure", "moe_szyslak") if crop.parent.name == "_unsure" else ("auto_kept",
+                                                                                              crop.parent.name)
+        log.write(action, video=EPISODE, frame=100 * frame, crop=CROPS[frame % 3], label=label, probability=0.9,
+                  file=crop)
+    log.close()
     return root
+
+
+def origin(dataset: Path, crop: str) -> dict[str, str]:
+    """Video, frame and crop of the ``auto_*`` row of ``_review/<crop>``."""
+    row = next(r for r in read_log(dataset) if r["file"] == f"_review/{crop}" and r["action"].startswith("auto_"))
+    return {key: row[key] for key in ("video", "frame", "crop")}
+
+
+def last_row(dataset: Path) -> dict[str, str]:
+    """The newest row of ``labels.csv``, less its time."""
+    row = read_log(dataset)[-1]
+    del row["time"]
+    return row
 
 
 @pytest.fixture(scope="module")
@@ -252,37 +274,117 @@ def act(client, item: str, **body):
     return client.post(f"/api/review/{item}", json=body)
 
 
-def test_review_accept_relabel_reject(client, dataset):
-    listing = client.get("/api/review").json()
-    assert [f"{i['folder']}/{i['name']}" for i in listing["items"]] == [
-        "bart_simpson/pic_0000.jpg", "bart_simpson/pic_0001.jpg", "homer_simpson/pic_0000.jpg", "_unsure/pic_0000.jpg"]
-    assert listing["counts"] == {"homer_simpson": 2, "lisa_simpson": 1}
-    assert "charles_montgomery_burns" in listing["names"]
-    image = client.get(listing["items"][0]["url"])
-    assert image.status_code == 200 and image.content == (SAMPLES / "bart_simpson_0.jpg").read_bytes()
+def items_of(listing: dict) -> list[str]:
+    return [f"{item['folder']}/{item['name']}" for item in listing["items"]]
 
-    accepted = act(client, "homer_simpson/pic_0000.jpg", action="accept").json()
-    assert accepted["moved_to"] == "homer_simpson/pic_0002.jpg" and accepted["counts"]["homer_simpson"] == 3
-    assert not (dataset / "_review" / "homer_simpson").exists()
-    relabelled = act(client, "bart_simpson/pic_0000.jpg", action="relabel", name="burns").json()
-    assert relabelled["moved_to"] == "charles_montgomery_burns/pic_0000.jpg"
-    assert relabelled["counts"]["charles_montgomery_burns"] == 1
+
+def test_review_lists_only_the_crops_waiting(client, dataset):
+    old = dataset / "_review" / "_old"
+    old.mkdir()
+    shutil.copyfile(SAMPLES / "lisa_simpson_2.jpg", old / "pic_0000.jpg")
+    try:
+        listing = client.get("/api/review").json()
+        assert items_of(listing) == ["bart_simpson/pic_0000.jpg", "bart_simpson/pic_0001.jpg",
+                                     "homer_simpson/pic_0000.jpg", "_unsure/pic_0000.jpg"]
+        assert listing["counts"] == {"homer_simpson": 2, "lisa_simpson": 1}
+        assert "charles_montgomery_burns" in listing["names"]
+        assert not [name for name in listing["names"] if name.startswith("_")]
+        image = client.get(listing["items"][0]["url"])
+        assert image.status_code == 200 and image.content == (SAMPLES / "bart_simpson_0.jpg").read_bytes()
+        assert client.get("/api/review/_old/pic_0000.jpg").status_code == 404
+        assert act(client, "_old/pic_0000.jpg", action="reject").status_code == 404
+    finally:
+        shutil.rmtree(old)
+
+
+def test_review_accept_and_relabel_log_where_the_crop_came_from(client, dataset):
+    bart = origin(dataset, "bart_simpson/pic_0000.jpg")
+    assert bart == {"video": str(EPISODE), "frame": "100", "crop": "right"}
+    accepted = act(client, "bart_simpson/pic_0000.jpg", action="accept").json()
+    assert accepted["moved_to"] == "bart_simpson/pic_0000.jpg" and accepted["duplicate_of"] is None
+    assert accepted["message"] == "moved to bart_simpson/pic_0000.jpg" and accepted["counts"]["bart_simpson"] == 1
+    assert last_row(dataset) == {**bart, "label": "bart_simpson", "probability": "", "action": "review_accepted",
+                                 "file": "bart_simpson/pic_0000.jpg", "source": "_review/bart_simpson/pic_0000.jpg"}
 
     ambiguous = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="simpson")
     assert ambiguous.status_code == 422 and "ambiguous" in ambiguous.json()["detail"]
     new = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="Mr Teeny")
     assert new.status_code == 409 and "mr_teeny" in new.json()["detail"]
     assert act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="").status_code == 422
-    created = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="Mr Teeny", create=True).json()
-    assert created["moved_to"] == "mr_teeny/pic_0000.jpg" and created["counts"]["mr_teeny"] == 1
+    relabelled = act(client, "bart_simpson/pic_0001.jpg", action="relabel", name="burns").json()
+    assert relabelled["moved_to"] == "charles_montgomery_burns/pic_0000.jpg"
+    assert relabelled["counts"]["charles_montgomery_burns"] == 1
+    assert last_row(dataset) == {**origin(dataset, "bart_simpson/pic_0001.jpg"), "label": "charles_montgomery_burns",
+                                 "probability": "", "action": "review_relabelled",
+                                 "file": "charles_montgomery_burns/pic_0000.jpg",
+                                 "source": "_review/bart_simpson/pic_0001.jpg"}
+    assert not (dataset / "_review" / "bart_simpson").exists()
 
+
+def test_a_near_duplicate_accept_is_refused_and_said_so(client, dataset):
+    refused = act(client, "homer_simpson/pic_0000.jpg", action="accept")
+    assert refused.status_code == 200, refused.text
+    answer = refused.json()
+    assert answer["duplicate_of"] == "homer_simpson/pic_0000.jpg"
+    assert answer["moved_to"] == "_review/_rejected/pic_0000.jpg"
+    assert answer["message"] == ("not accepted: a near-duplicate of homer_simpson/pic_0000.jpg "
+                                 "(moved to _review/_rejected/pic_0000.jpg)")
+    assert answer["counts"]["homer_simpson"] == 2 and items_of(answer) == ["_unsure/pic_0000.jpg"]
+    assert (dataset / "_review" / "_rejected" / "pic_0000.jpg").is_file()
+    assert last_row(dataset) == {**origin(dataset, "homer_simpson/pic_0000.jpg"), "label": "homer_simpson",
+                                 "probability": "", "action": "review_duplicate",
+                                 "file": "_review/_rejected/pic_0000.jpg",
+                                 "source": "_review/homer_simpson/pic_0000.jpg"}
+    assert client.get("/api/review/_rejected/pic_0000.jpg").status_code == 404
+    assert act(client, "_rejected/pic_0000.jpg", action="accept").status_code == 404
+
+
+def test_reject_keeps_the_crop_and_undo_restores_it(client, dataset):
+    rejected, moe = dataset / "_review" / "_rejected", (SAMPLES / "moe_szyslak_0.jpg").read_bytes()
     assert act(client, "_unsure/pic_0000.jpg", action="accept").status_code == 422
-    rejected = act(client, "_unsure/pic_0000.jpg", action="reject").json()
-    assert rejected["items"] == [] and rejected["moved_to"] is None
-    assert not (dataset / "_review").exists() or not any((dataset / "_review").rglob("*.jpg"))
+    answer = act(client, "_unsure/pic_0000.jpg", action="reject").json()
+    assert answer["moved_to"] == "_review/_rejected/pic_0001.jpg" and answer["items"] == []
+    assert answer["message"] == "rejected: kept in _review/_rejected/pic_0001.jpg"
+    assert (rejected / "pic_0001.jpg").read_bytes() == moe
+    assert last_row(dataset) == {**origin(dataset, "_unsure/pic_0000.jpg"), "label": "", "probability": "",
+                                 "action": "review_rejected", "file": "_review/_rejected/pic_0001.jpg",
+                                 "source": "_review/_unsure/pic_0000.jpg"}
     assert act(client, "_unsure/pic_0000.jpg", action="reject").status_code == 404
+
+    undone = client.post("/api/review/undo").json()
+    assert undone["restored"] == {"folder": "_unsure", "name": "pic_0000.jpg"}
+    assert undone["message"] == "undone: _review/_unsure/pic_0000.jpg is waiting again"
+    assert (dataset / "_review" / "_unsure" / "pic_0000.jpg").read_bytes() == moe
+    assert not (rejected / "pic_0001.jpg").exists() and items_of(undone) == ["_unsure/pic_0000.jpg"]
+    assert last_row(dataset) == {"video": "", "frame": "", "crop": "", "label": "", "probability": "",
+                                 "action": "review_undo", "file": "_review/_unsure/pic_0000.jpg",
+                                 "source": "_review/_rejected/pic_0001.jpg"}
+    undone = client.post("/api/review/undo").json()  # then the refused near-duplicate
+    assert undone["restored"] == {"folder": "homer_simpson", "name": "pic_0000.jpg"}
+    assert items_of(undone) == ["homer_simpson/pic_0000.jpg", "_unsure/pic_0000.jpg"]
+
+    created = act(client, "_unsure/pic_0000.jpg", action="relabel", name="Mr Teeny", create=True).json()
+    assert created["moved_to"] == "mr_teeny/pic_0000.jpg" and created["counts"]["mr_teeny"] == 1
+    assert act(client, "homer_simpson/pic_0000.jpg", action="reject").json()["items"] == []
+    assert sorted(p.relative_to(dataset).as_posix() for p in (dataset / "_review").rglob("*.jpg")) == [
+        "_review/_rejected/pic_0000.jpg"]
     assert [row["action"] for row in read_log(dataset)] == [
-        "review_accepted", "review_relabelled", "review_relabelled", "review_rejected"]
+        "auto_unsure", "auto_kept", "auto_kept", "auto_kept", "review_accepted", "review_relabelled",
+        "review_duplicate", "review_rejected", "review_undo", "review_undo", "review_relabelled", "review_rejected"]
+
+
+def test_undo_with_nothing_to_undo_or_the_crop_gone(tiny_bundle, tmp_path):
+    """Undo reaches what this server reviewed; a crop removed meanwhile is a one-line error."""
+    dataset = make_dataset(tmp_path / "dataset")
+    with TestClient(create_app(tiny_bundle, dataset)) as client:
+        nothing = client.post("/api/review/undo")
+        assert nothing.status_code == 409 and nothing.json()["detail"] == "nothing to undo"
+        act(client, "bart_simpson/pic_0000.jpg", action="reject")
+        (dataset / "_review" / "_rejected" / "pic_0000.jpg").unlink()
+        gone = client.post("/api/review/undo")
+        assert gone.status_code == 500 and gone.json()["detail"].startswith("cannot write in the dataset: ")
+        assert str(tmp_path) not in gone.text and "Traceback" not in gone.text
+    assert client.app.state.simpsons.reviewing is None  # the log is closed with the server
 
 
 def test_review_paths_stay_inside_the_dataset(client, dataset, tmp_path):
@@ -295,8 +397,9 @@ def test_review_paths_stay_inside_the_dataset(client, dataset, tmp_path):
     (dataset / "_review" / "linked").symlink_to(outside)
     shutil.copyfile(SAMPLES / "lisa_simpson_1.jpg", outside / "pic_0000.jpg")
     try:
+        assert items_of(client.get("/api/review").json()) == ["lisa_simpson/pic_0000.jpg"]
         for item in ("..%2F..%2Fetc/passwd", "lisa_simpson/..%2F..%2Fhomer_simpson%2Fpic_0000.jpg",
-                     "linked/pic_0000.jpg", "lisa_simpson/labels.csv", "Lisa/pic_0000.jpg"):
+                     "linked/pic_0000.jpg", "lisa_simpson/labels.csv", "Lisa/pic_0000.jpg", "_rejected/pic_0000.jpg"):
             assert client.get(f"/api/review/{item}").status_code == 404, item
             assert act(client, item, action="reject").status_code == 404, item
         for name in ("../../evil", "/tmp/evil", "lisa/../../evil"):
@@ -327,6 +430,7 @@ def test_review_needs_a_dataset(tiny_app):
     assert client.get("/api/about").json()["review"] is False
     response = client.get("/api/review")
     assert response.status_code == 404 and "--dataset" in response.json()["detail"]
+    assert client.post("/api/review/undo").status_code == 404
 
 
 @pytest.fixture(scope="module")

@@ -118,26 +118,40 @@ def test_a_clip_with_progress_then_timeline_and_links(page, tmp_path):
     assert page.locator("#clip-progress").evaluate("bar => bar.value") == 1
 
 
-def test_review_with_keyboard_shortcuts_and_name_completion(page, live):
+def test_review_with_keyboard_shortcuts_name_completion_and_undo(page, live):
     from playwright.sync_api import expect
 
     _, dataset = live
     page.click("nav button[data-panel=review]")
-    crops = page.locator(".crop")
+    crops, message = page.locator(".crop"), page.locator("#review-message")
     expect(crops).to_have_count(4)
     expect(crops.first).to_have_class("crop selected")
     page.keyboard.press("a")  # bart_simpson/pic_0000.jpg accepted
     expect(page.locator("#review-counts tr[data-character=bart_simpson] td.number")).to_have_text("1")
     expect(crops).to_have_count(3)
+    expect(message).to_have_text("moved to bart_simpson/pic_0000.jpg")
     page.keyboard.press("r")  # bart_simpson/pic_0001.jpg relabelled
     page.keyboard.type("burns")
     page.keyboard.press("Enter")
     expect(page.locator("#review-counts tr[data-character=charles_montgomery_burns] td.number")).to_have_text("1")
-    page.keyboard.press("ArrowRight")  # past homer_simpson/pic_0000.jpg to the unsure crop
-    page.keyboard.press("x")
+    page.keyboard.press("a")  # homer_simpson/pic_0000.jpg repeats a picture of Homer: refused, and said so
+    expect(message).to_have_text("not accepted: a near-duplicate of homer_simpson/pic_0000.jpg "
+                                 "(moved to _review/_rejected/pic_0000.jpg)")
+    expect(message).to_have_class("warning")
     expect(crops).to_have_count(1)
+    expect(page.locator("#review-counts tr[data-character=homer_simpson] td.number")).to_have_text("2")
+    page.keyboard.press("x")  # the unsure crop rejected
+    expect(page.locator("#review-empty")).to_be_visible()
+    assert sorted(p.name for p in (dataset / "_review" / "_rejected").iterdir()) == ["pic_0000.jpg", "pic_0001.jpg"]
+
+    page.keyboard.press("u")  # the unsure crop waits again, selected
+    expect(message).to_have_text("undone: _review/_unsure/pic_0000.jpg is waiting again")
+    expect(page.locator(".crop.selected")).to_have_attribute("data-item", "_unsure/pic_0000.jpg")
+    page.click("#review-undo")  # and so does the refused Homer
+    expect(crops).to_have_count(2)
+    expect(page.locator(".crop.selected")).to_have_attribute("data-item", "homer_simpson/pic_0000.jpg")
     assert sorted(p.name for p in (dataset / "charles_montgomery_burns").iterdir()) == ["pic_0000.jpg"]
-    assert not (dataset / "_review" / "_unsure").exists()
+    assert not any((dataset / "_review" / "_rejected").iterdir())
 
 
 def load_bench():

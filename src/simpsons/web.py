@@ -2,8 +2,9 @@
 
 Pictures (the answer, the top 5 and an occlusion heat map), clips (a background job with progress,
 then the timeline chart and the screen time), the review of the crops ``label --auto`` left in
-``DATASET/_review/``, and an About panel. Uploads are streamed to files the server names itself and
-refused as soon as they pass their size limit; the page and its scripts are served from the package.
+``DATASET/_review/`` (through ``labelling``'s own accept, reject and undo, so it matches ``label review``),
+and an About panel. Uploads are streamed to files the server names itself and refused as soon as they
+pass their size limit; the page and its scripts are served from the package.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, get_args
@@ -53,7 +54,6 @@ KEPT_JOBS = 20
 CLIP_NAME = "clip"
 JobFile = Literal["chart.png", "timeline.json", "subtitles.srt", "annotated.mp4"]
 JOB_FILES = get_args(JobFile)
-LOGGED_AS = {"accept": "review_accepted", "relabel": "review_relabelled", "reject": "review_rejected"}
 STATIC = Path(__file__).with_name("web_static")
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")
@@ -336,19 +336,32 @@ def inside(root: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
+def waiting_folder(folder: str) -> bool:
+    """Whether ``_review/<folder>/`` holds crops to review: a character name or ``_unsure``, never
+    ``_rejected`` or another ``_`` folder."""
+    return bool(labelling.VALID_NAME.match(folder)) or folder == labelling.UNSURE_DIR
+
+
+def waiting_crops(root: Path) -> list[tuple[str, Path]]:
+    """``labelling.review_items`` less the folders that are not for review and what leads outside ``_review/``."""
+    review = root / labelling.REVIEW_DIR
+    return [(folder, path) for folder, path in labelling.review_items(root)
+            if waiting_folder(folder) and inside(review, path)]
+
+
 def review_picture(root: Path, folder: str, name: str) -> Path:
     """The crop ``_review/<folder>/<name>``: 404 unless it is a waiting picture inside the dataset."""
     review = root / labelling.REVIEW_DIR
-    folder_ok = labelling.VALID_NAME.match(folder) or folder == labelling.UNSURE_DIR
     path = review / folder / name
-    if not folder_ok or not labelling.PICTURE_NAME.match(name) or not inside(review, path) or not path.is_file():
+    if not waiting_folder(folder) or not labelling.PICTURE_NAME.match(name) or not inside(review, path) \
+            or not path.is_file():
         raise HTTPException(404, "no such crop waiting for review")
     return path
 
 
 def known_names(root: Path, characters: list[str]) -> set[str]:
     """Names a relabel may use: the character folders, the review folders and the model's characters."""
-    waiting = {folder for folder, _ in labelling.review_items(root) if folder != labelling.UNSURE_DIR}
+    waiting = {folder for folder, _ in waiting_crops(root) if folder != labelling.UNSURE_DIR}
     return set(labelling.character_folders(root)) | waiting | set(characters)
 
 
@@ -372,41 +385,86 @@ def resolve_name(text: str, known: set[str], create: bool) -> str:
 def review_listing(root: Path, characters: list[str]) -> dict[str, Any]:
     """The crops waiting for review, the pictures per character and the names to complete."""
     items = [{"folder": folder, "name": path.name, "url": f"/api/review/{folder}/{path.name}"}
-             for folder, path in labelling.review_items(root)]
+             for folder, path in waiting_crops(root)]
     return {"items": items, "counts": labelling.picture_counts(root),
             "names": sorted(known_names(root, characters))}
 
 
-def apply_review(root: Path, path: Path, action: ReviewAction, characters: list[str]) -> dict[str, Any]:
-    """Accept, relabel or reject one crop with ``labelling``'s moves, logged in ``labels.csv`` like the CLI."""
-    folder = path.parent.name
-    if action.action == "accept" and folder == labelling.UNSURE_DIR:
-        raise HTTPException(422, "an unsure crop has no suggestion: relabel or reject it")
-    name = None
-    if action.action != "reject":
-        name = folder if action.action == "accept" else resolve_name(action.name or "", known_names(root, characters),
-                                                                     action.create)
-        if not inside(root, root / name):
-            raise HTTPException(422, f"the character folder {name} leads outside the dataset")
-    source = next((row for row in labelling.read_log(root) if row.get("file") == str(path)
-                   and row.get("action") in ("auto_kept", "auto_unsure")), {})
-    common = {key: source.get(key, "") for key in ("video", "frame", "crop")}
-    record = labelling.LabelLog(root)
+@contextmanager
+def dataset_errors(root: Path) -> Iterator[None]:
+    """A failed move or log write (500) or an unreadable crop (422) as an HTTP error naming no server folder."""
     try:
-        if name is None:
-            path.unlink()
-            record.write(LOGGED_AS["reject"], label="" if folder == labelling.UNSURE_DIR else folder, file=path,
-                         **common)
-            moved = None
-        else:
-            target = labelling.move_picture(path, root / name)
-            record.write(LOGGED_AS[action.action], label=name, file=target, **common)
-            moved = f"{name}/{target.name}"
-    finally:
-        record.close()
-    if not any(path.parent.iterdir()):
-        path.parent.rmdir()
-    return {"moved_to": moved, **review_listing(root, characters)}
+        with labelling.file_errors(root):
+            yield
+    except SimpsonsError as error:
+        raise HTTPException(500, str(error).replace(str(root), "the dataset")) from None
+    except ValueError:
+        raise HTTPException(422, "the crop is not a readable picture") from None
+
+
+def review_target(root: Path, path: Path, action: ReviewAction, characters: list[str]) -> str | None:
+    """The character an action files the crop under (``None``: rejected); 422 for an unsure crop accepted
+    or a character folder leading outside the dataset."""
+    if action.action == "reject":
+        return None
+    if action.action == "accept" and path.parent.name == labelling.UNSURE_DIR:
+        raise HTTPException(422, "an unsure crop has no suggestion: relabel or reject it")
+    name = path.parent.name if action.action == "accept" else resolve_name(
+        action.name or "", known_names(root, characters), action.create)
+    if not inside(root, root / name):
+        raise HTTPException(422, f"the character folder {name} leads outside the dataset")
+    return name
+
+
+def file_crop(session: labelling.Session, path: Path, name: str | None, relabelled: bool) -> tuple[Path, Path | None]:
+    """``labelling``'s accept (``name``) or reject (``None``) with the crop's ``--auto`` row as its origin:
+    where the crop went and, for a refused near-duplicate, the picture it repeats."""
+    source = labelling.review_sources(session.root).get(labelling.relative(session.root, path))
+    if name is None:
+        label = "" if path.parent.name == labelling.UNSURE_DIR else path.parent.name
+        return labelling.reject_crop(session, path, label, source), None
+    return labelling.accept_crop(session, path, name, source, relabelled=relabelled)
+
+
+def review_message(root: Path, target: Path, duplicate: Path | None) -> str:
+    """What the page says after an action, in ``label review``'s words."""
+    where = labelling.relative(root, target)
+    if duplicate is not None:
+        return f"not accepted: a near-duplicate of {labelling.relative(root, duplicate)} (moved to {where})"
+    if target.parent.name == labelling.REJECTED_DIR:
+        return f"rejected: kept in {where}"
+    return f"moved to {where}"
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove a review folder the action emptied (kept when another run has filled it meanwhile)."""
+    with suppress(OSError):
+        folder.rmdir()
+
+
+def apply_review(session: labelling.Session, path: Path, action: ReviewAction,
+                 characters: list[str]) -> dict[str, Any]:
+    """Accept, relabel or reject one crop with ``labelling``'s own moves and log rows, as ``label review``:
+    a near-duplicate accept is refused (the crop goes to ``_review/_rejected/``) and said so."""
+    root = session.root
+    name = review_target(root, path, action, characters)
+    with dataset_errors(root):
+        target, duplicate = file_crop(session, path, name, action.action == "relabel")
+    remove_if_empty(path.parent)
+    return {"moved_to": labelling.relative(root, target),
+            "duplicate_of": None if duplicate is None else labelling.relative(root, duplicate),
+            "message": review_message(root, target, duplicate), **review_listing(root, characters)}
+
+
+def undo_last(session: labelling.Session, characters: list[str]) -> dict[str, Any]:
+    """Put the last crop reviewed on this server back where it waited; 409 when there is nothing to undo."""
+    with dataset_errors(session.root):
+        back = labelling.undo_review(session)
+    if back is None:
+        raise HTTPException(409, "nothing to undo")
+    return {"restored": {"folder": back.parent.name, "name": back.name},
+            "message": f"undone: {labelling.relative(session.root, back)} is waiting again",
+            **review_listing(session.root, characters)}
 
 
 # --------------------------------------------------------------------------- the application
@@ -426,6 +484,7 @@ class ServerState:
     lock: threading.Lock = field(default_factory=threading.Lock)
     analyses: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "simpsons-video"))
     stopping: threading.Event = field(default_factory=threading.Event)
+    reviewing: labelling.Session | None = None
 
     def new_job(self, options: videos.Options, annotate: bool) -> VideoJob:
         """A job with a fresh folder; the oldest finished jobs beyond ``KEPT_JOBS`` are forgotten."""
@@ -452,6 +511,22 @@ class ServerState:
         if self.dataset is None:
             raise HTTPException(404, "the review panel needs the server started with --dataset DIR")
         return self.dataset
+
+    def review_session(self) -> labelling.Session:
+        """The one review session (log, near-duplicate hashes, undo history) of this server, opened at the
+        first review action; call it with ``lock`` held."""
+        if self.reviewing is None:
+            root = self.review_root()
+            with dataset_errors(root):
+                self.reviewing = labelling.open_session(root)
+        return self.reviewing
+
+    def close_review(self) -> None:
+        """Close the review session (its log), if one was opened."""
+        with self.lock:
+            if self.reviewing is not None:
+                self.reviewing.close()
+                self.reviewing = None
 
 
 def server_state(request: Request) -> ServerState:
@@ -552,12 +627,21 @@ def review_image(folder: str, name: str, state: State) -> FileResponse:
     return FileResponse(review_picture(state.review_root(), folder, name), media_type="image/jpeg")
 
 
+@router.post("/api/review/undo", responses={409: {"description": "nothing to undo"}})
+def review_undo(state: State) -> dict[str, Any]:
+    """Put the last crop reviewed on this server back where it waited; answers with it and the updated listing."""
+    with state.lock:
+        return undo_last(state.review_session(), list(state.predictor.characters))
+
+
 @router.post("/api/review/{folder}/{name}")
 def review_act(folder: str, name: str, action: ReviewAction, state: State) -> dict[str, Any]:
-    """Accept, relabel or reject one crop; answers with the updated listing and counts."""
+    """Accept, relabel or reject one crop as ``label review`` does (a near-duplicate accept is refused, a
+    rejected crop kept in ``_review/_rejected/``); answers with the outcome and the updated listing."""
     root = state.review_root()
     with state.lock:
-        return apply_review(root, review_picture(root, folder, name), action, list(state.predictor.characters))
+        path = review_picture(root, folder, name)
+        return apply_review(state.review_session(), path, action, list(state.predictor.characters))
 
 
 def create_app(model: str | Path | None = None, dataset: str | Path | None = None,
@@ -574,6 +658,7 @@ def create_app(model: str | Path | None = None, dataset: str | Path | None = Non
         yield
         state.stopping.set()
         state.analyses.shutdown(wait=True, cancel_futures=True)
+        state.close_review()
         predictor.close()
         shutil.rmtree(work, ignore_errors=True)
 

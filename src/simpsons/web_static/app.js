@@ -246,17 +246,40 @@ function select(index) {
 async function act(action, name = null, create = false) {
   const item = review.items[review.selected];
   if (!item) return;
-  const response = await fetch(`/api/review/${item.folder}/${item.name}`, {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ action, name, create }),
-  });
-  if (response.status === 409 && confirm(`${await errorText(response)}?`)) return act(action, name, true);
-  if (!response.ok) {
-    showError($("#review-error"), await errorText(response));
+  const response = await postReview(`/api/review/${item.folder}/${item.name}`, { action, name, create });
+  if (response.status === 409) { // no such character: create it once confirmed
+    if (confirm(`${await errorText(response)}?`)) act(action, name, true);
     return;
   }
+  if (await reviewOutcome(response)) closeRelabel();
+}
+
+async function undo() {
+  const outcome = await reviewOutcome(await postReview("/api/review/undo"));
+  if (!outcome) return;
+  const { folder, name } = outcome.restored;
+  const index = review.items.findIndex((item) => item.folder === folder && item.name === name);
+  if (index >= 0) select(index);
+}
+
+function postReview(url, body = {}) {
+  return fetch(url, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+}
+
+// The answer to a review request: its error, or the server's message and the new listing (null on error).
+async function reviewOutcome(response) {
+  if (!response.ok) {
+    showError($("#review-error"), await errorText(response));
+    return null;
+  }
+  const outcome = await response.json();
   showError($("#review-error"), null);
-  $("#relabel-form").hidden = true;
-  showReview(await response.json());
+  const message = $("#review-message");
+  message.textContent = outcome.message;
+  message.hidden = false;
+  message.classList.toggle("warning", Boolean(outcome.duplicate_of));
+  showReview(outcome);
+  return outcome;
 }
 
 function startRelabel() {
@@ -266,10 +289,16 @@ function startRelabel() {
   $("#relabel-name").focus();
 }
 
+// Hides the name form and gives the keys back to the review (a hidden input would keep them for a moment).
+function closeRelabel() {
+  $("#relabel-form").hidden = true;
+  $("#relabel-name").blur();
+}
+
 function reviewKeys(event) {
   if ($("#review-panel").hidden || event.ctrlKey || event.metaKey || event.altKey) return;
   if (event.target.matches("input")) {
-    if (event.key === "Escape") $("#relabel-form").hidden = true;
+    if (event.key === "Escape") closeRelabel();
     return;
   }
   const moves = { ArrowRight: 1, ArrowDown: 1, j: 1, ArrowLeft: -1, ArrowUp: -1, k: -1 };
@@ -281,6 +310,8 @@ function reviewKeys(event) {
     startRelabel();
   } else if (event.key === "x" || event.key === "Delete") {
     act("reject");
+  } else if (event.key === "u") {
+    undo();
   } else {
     return;
   }
@@ -319,7 +350,8 @@ async function start() {
   });
   $("#heatmap-toggle").addEventListener("change", showHeatmap);
   $("#relabel-form").addEventListener("submit", (event) => { event.preventDefault(); act("relabel", $("#relabel-name").value); });
-  $("#relabel-cancel").addEventListener("click", () => { $("#relabel-form").hidden = true; });
+  $("#relabel-cancel").addEventListener("click", closeRelabel);
+  $("#review-undo").addEventListener("click", undo);
   document.addEventListener("keydown", reviewKeys);
   about = await (await fetch("/api/about")).json();
   showAbout();
