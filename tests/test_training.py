@@ -330,3 +330,45 @@ def test_training_needs_enough_images(training_folder, tmp_path):
     with pytest.raises(SimpsonsError, match="dataset folder not found"):
         train(str(tmp_path / "missing"), str(tmp_path / "run"), recipe)
     assert not (tmp_path / "run" / "state.json").exists()
+
+
+def write_backgrounds(folder: Path, count: int = 12) -> Path:
+    """Pictures of no character, under any names and sub-folders: random blobs of colour."""
+    rng = np.random.default_rng(7)
+    for i in range(count):
+        target = folder / ("street" if i % 2 else "kitchen/night") / f"frame{i:03d}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(blocks).resize((48, 40), Image.NEAREST).save(target)
+    return folder
+
+
+def test_background_pictures_become_the_no_character_class(training_folder, tmp_path, capsys):
+    from simpsons.cli import main
+
+    background = write_backgrounds(tmp_path / "background")
+    run = tmp_path / "run"
+    argv = ["train", str(training_folder), "--background", str(background), "--preset", "article", "--epochs", "2",
+            "--batch-size", "8", "--image-size", "32", "--min-images", "5", "--out", str(run), "--time-limit", "1e-6"]
+    assert main(argv) == 0  # stopped by the time limit after one epoch
+    assert json.loads((run / "run.json").read_text())["background"] == str(background.resolve())
+    assert main(["train", "--resume", str(run)]) == 0
+    bundle = load_bundle(run / BUNDLE_NAME)
+    assert bundle.characters == ["bart_simpson", "homer_simpson", "lisa_simpson", datasets.NO_CHARACTER]
+    assert bundle.metadata["metrics"]["epochs_done"] == 2
+
+    test = tmp_path / "test"
+    test.mkdir()
+    for i, path in enumerate(sorted(background.rglob("*.png"))[:4]):
+        (test / f"no_character_{i}.png").write_bytes(path.read_bytes())
+    capsys.readouterr()
+    assert main(["evaluate", str(test), "--model", str(run / BUNDLE_NAME), "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["per_class"][datasets.NO_CHARACTER]["support"] == 4
+
+
+def test_background_needs_pictures(training_folder, tmp_path):
+    (tmp_path / "empty").mkdir()
+    recipe = resolve_recipe("article", None, epochs=1, **FAST)
+    with pytest.raises(SimpsonsError, match="no pictures in"):
+        train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS,
+              background_dir=str(tmp_path / "empty"))

@@ -34,6 +34,7 @@ NEAR_DUPLICATE_DISTANCE = 64
 DEFAULT_MIN_IMAGES = 120
 CACHE_VERSION = 1
 PACK_SUFFIX = ".pack.npz"
+NO_CHARACTER = "no_character"  # the class of frames showing none of the characters (train --background)
 
 
 @dataclass
@@ -260,6 +261,34 @@ def load_images(root: str | Path, size: int, *, use_cache: bool = True, workers:
     if str(root).endswith(PACK_SUFFIX):
         return _labelled(read_pack(root, size), [])
     files, bad_entries = list_images(root)
+    return _load_files(files, bad_entries, size, use_cache, workers)
+
+
+def load_background(folder: str | Path, size: int, *, use_cache: bool = True) -> LabelledImages:
+    """Every picture under ``folder`` (any names, any depth) as the one class ``NO_CHARACTER``."""
+    files = [(str(path), NO_CHARACTER) for path in gather_files([folder], IMAGE_SUFFIXES, kind="picture")]
+    return _load_files(files, [], size, use_cache, None)
+
+
+def with_background(data: LabelledImages, background: LabelledImages) -> LabelledImages:
+    """``data`` and the background pictures together, ``NO_CHARACTER`` sorted in among the characters."""
+    characters = sorted(set(data.characters) | {NO_CHARACTER})
+    index = {name: i for i, name in enumerate(characters)}
+    relabelled = [np.array([index[parts.characters[label]] for label in parts.labels], dtype=np.int64)
+                  for parts in (data, background)]
+    return LabelledImages(
+        images=np.concatenate([data.images, background.images]),
+        labels=np.concatenate(relabelled),
+        characters=characters,
+        paths=data.paths + background.paths,
+        hashes=np.concatenate([data.hashes, background.hashes]),
+        bad_files=data.bad_files + background.bad_files,
+    )
+
+
+def _load_files(files: list[tuple[str, str]], bad_entries: list[BadFile], size: int, use_cache: bool,
+                workers: int | None) -> LabelledImages:
+    """Decode ``(path, character)`` pairs through the disk cache."""
     key = cache_key(files, size)
     cache_file = cache_dir() / f"images-{key}.npz"
     cached = _read_cache(cache_file) if use_cache else None

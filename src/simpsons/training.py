@@ -169,8 +169,12 @@ def train(
     resume: bool = False,
     validation_fraction: float = 0.15,
     time_limit_minutes: float | None = None,
+    background_dir: str | None = None,
 ) -> Path:
     """Train ``recipe`` on ``data_dir`` and write the run folder; returns the bundle's path.
+
+    With ``background_dir``, its pictures (frames showing none of the characters) become one more
+    class, ``no_character``, split and evaluated like the others.
 
     The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
     checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
@@ -188,7 +192,11 @@ def train(
     images = datasets.load_images(data_dir, recipe.image_size)
     if images.bad_files:
         print(datasets.describe_bad_files(images.bad_files))
+    if background_dir and characters:  # a resumed run lists no_character, which comes from background_dir
+        characters = [name for name in characters if name != datasets.NO_CHARACTER]
     images = datasets.select_characters(images, min_images=min_images, characters=characters)
+    if background_dir:
+        images = _add_background(images, background_dir, recipe.image_size)
     train_idx, val_idx = datasets.shot_aware_split(images, validation_fraction=validation_fraction, seed=seed)
     train_set, val_set = images.subset(train_idx), images.subset(val_idx)
     num_classes = len(images.characters)
@@ -201,7 +209,7 @@ def train(
     run = {
         "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()), "characters": images.characters,
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
-        "data_fingerprint": fingerprint,
+        "data_fingerprint": fingerprint, "background": background_dir and str(Path(background_dir).resolve()),
     }
     if not resume:
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
@@ -248,6 +256,16 @@ def train(
     return _save_result(model, out, images.characters, val_set, test_dir, metadata)
 
 
+def _add_background(images: datasets.LabelledImages, folder: str, size: int) -> datasets.LabelledImages:
+    """The characters' images and the background pictures as the class ``no_character``."""
+    background = datasets.load_background(folder, size)
+    if background.bad_files:
+        print(datasets.describe_bad_files(background.bad_files))
+    if len(background) < 2:
+        raise SimpsonsError(f"--background needs at least 2 readable pictures; {folder} has {len(background)}")
+    return datasets.with_background(images, background)
+
+
 def _save_result(
     model: keras.Model, out: Path, characters: list[str], val_set: datasets.LabelledImages,
     test_dir: str | None, metadata: dict[str, Any],
@@ -284,6 +302,7 @@ def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Pa
     return train(
         run["data"], run_dir, Recipe(**run["recipe"]), seed=run["seed"], characters=run["characters"],
         validation_fraction=run["validation_fraction"], resume=True, time_limit_minutes=time_limit_minutes,
+        background_dir=run.get("background"),
     )
 
 
