@@ -21,6 +21,7 @@ from PIL import Image
 from test_cli import one_line_error, run_cli
 
 from simpsons import labelling
+from simpsons.errors import SimpsonsError
 from simpsons.prediction import default_model_path
 
 WIDTH, HEIGHT = 160, 120
@@ -422,6 +423,95 @@ def test_review_accept_relabel_reject_undo_and_duplicates(capsys, monkeypatch, c
     assert counts["homer_simpson"] == 2 and re.search(r"homer_simpson +1\n", before)
     assert re.search(r"homer_simpson +2  \(before 1, \+1\)", after)
     assert all(re.search(rf"{name} +{count}  \(before \d+, \+\d+\)", after) for name, count in counts.items())
+
+
+def waiting(dataset: Path, folder: str, sample: str, name: str = "pic_0000.jpg") -> Path:
+    """A copy of ``samples/<sample>.jpg`` waiting in ``_review/<folder>/``."""
+    crop = dataset / "_review" / folder / name
+    crop.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SAMPLES / f"{sample}.jpg", crop)
+    return crop
+
+
+def test_review_offers_only_character_and_unsure_folders(capsys, monkeypatch, tmp_path):
+    dataset = tmp_path / "set"
+    offered = [waiting(dataset, "homer_simpson", "homer_simpson_0"), waiting(dataset, "_unsure", "bart_simpson_0")]
+    for folder in ("_rejected", "_other", ".hidden", "Homer", "mr-burns"):
+        waiting(dataset, folder, "lisa_simpson_0")
+    outside = tmp_path / "outside"
+    (outside / "empty").mkdir(parents=True)
+    shutil.copyfile(SAMPLES / "lisa_simpson_1.jpg", outside / "pic_0000.jpg")
+    (dataset / "_review" / "lisa_simpson").symlink_to(outside)
+    (dataset / "_review" / "marge_simpson").symlink_to(outside / "empty")
+    (dataset / "_review" / "homer_simpson" / "pic_0001.jpg").symlink_to(outside / "pic_0000.jpg")
+    (dataset / "_review" / "homer_simpson" / "pic_0002.jpg").mkdir()
+    assert labelling.review_items(dataset) == [("homer_simpson", offered[0]), ("_unsure", offered[1])]
+
+    answers(monkeypatch, "x", "x")
+    code, out, err = run_cli(capsys, "label", "review", dataset)
+    assert code == 0, err
+    assert "2 crop(s) to review" in out and labelling.review_items(dataset) == []
+    assert sorted(p.name for p in (dataset / "_review").iterdir()) == [
+        ".hidden", "Homer", "_other", "_rejected", "homer_simpson", "lisa_simpson", "marge_simpson", "mr-burns"]
+    assert sorted(p.name for p in outside.iterdir()) == ["empty", "pic_0000.jpg"]
+
+
+def test_an_unreadable_crop_is_refused_and_stays(capsys, monkeypatch, tmp_path):
+    dataset = tmp_path / "set"
+    broken = dataset / "_review" / "homer_simpson" / "pic_0000.jpg"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a picture")
+    with labelling.open_session(dataset) as session:
+        with pytest.raises(labelling.UnreadablePicture) as refused:
+            labelling.accept_crop(session, broken, "homer_simpson")
+    assert isinstance(refused.value, SimpsonsError) and str(refused.value) == f"not a readable picture: {broken}"
+    assert broken.read_bytes() == b"not a picture" and not (dataset / "homer_simpson").exists()
+    assert session.moves == [] and log_rows(dataset) == []
+
+    good = waiting(dataset, "homer_simpson", "homer_simpson_0", "pic_0001.jpg")
+    answers(monkeypatch, "a")
+    code, out, err = run_cli(capsys, "label", "review", dataset)
+    assert code == 0, err
+    assert f"skipped: not a readable picture: {broken}" in out and broken.read_bytes() == b"not a picture"
+    assert not good.exists() and files_in(dataset / "homer_simpson") == ["pic_0000.jpg"]
+
+
+def test_undo_keeps_a_decision_whose_crop_is_gone_and_removes_an_emptied_rejected(tmp_path):
+    dataset = tmp_path / "set"
+    first = waiting(dataset, "_unsure", "homer_simpson_0")
+    second = waiting(dataset, "_unsure", "bart_simpson_0", "pic_0001.jpg")
+    rejected = dataset / "_review" / "_rejected"
+    with labelling.open_session(dataset) as session:
+        moved = [labelling.reject_crop(session, first), labelling.reject_crop(session, second)]
+        aside = moved[1].rename(tmp_path / "aside.jpg")
+        with pytest.raises(SimpsonsError, match=r"^cannot undo: .*_rejected/pic_0001\.jpg is no longer there"):
+            labelling.undo_review(session)
+        assert len(session.moves) == 2 and first.parent.is_dir() and not second.exists()
+        aside.rename(moved[1])  # put back: the undo can be retried
+        assert labelling.undo_review(session) == second and second.is_file()
+        assert files_in(rejected) == ["pic_0000.jpg"]  # not empty: kept
+        (rejected / "notes.txt").write_text("mine")
+        waiting_again = labelling.undo_review(session)
+        assert waiting_again == first and first.is_file() and (rejected / "notes.txt").read_text() == "mine"
+        (rejected / "notes.txt").unlink()
+        labelling.reject_crop(session, first)
+        assert labelling.undo_review(session) == first and not rejected.exists()
+        assert labelling.undo_review(session) is None
+    assert [r["action"] for r in log_rows(dataset)] == ["review_rejected", "review_rejected", "review_undo",
+                                                    "review_undo", "review_rejected", "review_undo"]
+
+
+def test_review_goes_on_after_an_undo_that_failed(capsys, monkeypatch, tmp_path):
+    dataset = tmp_path / "set"
+    first = waiting(dataset, "_unsure", "homer_simpson_0")
+    second = waiting(dataset, "_unsure", "bart_simpson_0", "pic_0001.jpg")
+    gone = dataset / "_review" / "_rejected" / "pic_0000.jpg"
+    script = iter([lambda: "x", lambda: gone.unlink() or "u", lambda: "x"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(script)())
+    code, out, err = run_cli(capsys, "label", "review", dataset)
+    assert code == 0, err
+    assert f"cannot undo: {gone} is no longer there" in out and not first.exists() and not second.exists()
+    assert len(files_in(dataset / "_review" / "_rejected")) == 1  # the second crop; the first is lost
 
 
 # --------------------------------------------------------------------------- bad input

@@ -374,16 +374,27 @@ def test_reject_keeps_the_crop_and_undo_restores_it(client, dataset):
 
 
 def test_undo_with_nothing_to_undo_or_the_crop_gone(tiny_bundle, tmp_path):
-    """Undo reaches what this server reviewed; a crop removed meanwhile is a one-line error."""
+    """Undo reaches what this server reviewed; a crop removed meanwhile is a one-line error, and the undo
+    works once it is back; an unreadable crop is refused and stays."""
     dataset = make_dataset(tmp_path / "dataset")
     with TestClient(create_app(tiny_bundle, dataset)) as client:
         nothing = client.post("/api/review/undo")
         assert nothing.status_code == 409 and nothing.json()["detail"] == "nothing to undo"
         act(client, "bart_simpson/pic_0000.jpg", action="reject")
-        (dataset / "_review" / "_rejected" / "pic_0000.jpg").unlink()
+        rejected = dataset / "_review" / "_rejected" / "pic_0000.jpg"
+        aside = rejected.rename(tmp_path / "aside.jpg")
         gone = client.post("/api/review/undo")
-        assert gone.status_code == 500 and gone.json()["detail"].startswith("cannot write in the dataset: ")
+        assert gone.status_code == 500 and gone.json()["detail"].startswith(
+            "cannot undo: the dataset/_review/_rejected/pic_0000.jpg is no longer there")
         assert str(tmp_path) not in gone.text and "Traceback" not in gone.text
+        aside.rename(rejected)
+        assert client.post("/api/review/undo").json()["restored"] == {"folder": "bart_simpson", "name": "pic_0000.jpg"}
+        assert not rejected.parent.exists()
+        crop = dataset / "_review" / "bart_simpson" / "pic_0001.jpg"
+        crop.write_bytes(b"not a picture")
+        unreadable = act(client, "bart_simpson/pic_0001.jpg", action="accept")
+        assert unreadable.status_code == 422 and unreadable.json()["detail"] == "the crop is not a readable picture"
+        assert crop.read_bytes() == b"not a picture"
     assert client.app.state.simpsons.reviewing is None  # the log is closed with the server
 
 

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Container, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +63,10 @@ WINDOW_WIDTH = 480
 
 class Stop(Exception):
     """The user ended the session: ``stop``, end of input or Ctrl-C."""
+
+
+class UnreadablePicture(SimpsonsError):
+    """A crop waiting for review that cannot be read as a picture; it is left where it was."""
 
 
 @contextmanager
@@ -904,14 +908,41 @@ def auto_label(paths: Iterable[str | Path], dataset: str | Path, *, every: tuple
 # --------------------------------------------------------------------------- review
 
 
-def review_items(root: Path) -> list[tuple[str, Path]]:
-    """``(folder name, picture)`` for every picture waiting in ``DATASET/_review/`` (not the rejected)."""
+def waiting_folder(name: str) -> bool:
+    """Whether ``_review/<name>/`` is a folder of crops to review: a valid character name or ``_unsure``,
+    never ``_rejected``, another ``_`` folder or a hidden one."""
+    return bool(VALID_NAME.match(name)) or name == UNSURE_DIR
+
+
+def review_folders(root: Path) -> list[Path]:
+    """The folders of ``DATASET/_review/`` holding crops to review, characters first, ``_unsure`` last;
+    a symlinked folder is never one (it would lead outside ``_review/``)."""
     review = root / REVIEW_DIR
     if not review.is_dir():
         return []
-    folders = sorted((p for p in review.iterdir() if p.is_dir() and p.name != REJECTED_DIR),
-                     key=lambda p: (p.name == UNSURE_DIR, p.name))
-    return [(folder.name, path) for folder in folders for path in pictures(folder)]
+    folders = [p for p in review.iterdir() if waiting_folder(p.name) and p.is_dir() and not p.is_symlink()]
+    return sorted(folders, key=lambda p: (p.name == UNSURE_DIR, p.name))
+
+
+def review_items(root: Path) -> list[tuple[str, Path]]:
+    """``(folder name, picture)`` for every crop waiting in the review folders: plain files only, so a
+    crop never leads outside ``_review/``."""
+    return [(folder.name, path) for folder in review_folders(root) for path in pictures(folder)
+            if path.is_file() and not path.is_symlink()]
+
+
+def read_crop(path: Path) -> Image.Image:
+    """The crop at ``path`` as RGB; ``UnreadablePicture`` when it cannot be read as a picture."""
+    try:
+        return open_rgb(path)
+    except (OSError, ValueError, SyntaxError):
+        raise UnreadablePicture(f"not a readable picture: {path}") from None
+
+
+def remove_if_empty(folder: Path) -> None:
+    """Remove ``folder`` when it is an empty folder (kept when another run has filled it meanwhile)."""
+    with suppress(OSError):
+        folder.rmdir()
 
 
 def ask_review(suggested: str) -> str:
@@ -950,8 +981,9 @@ def _review_move(session: Session, path: Path, folder: Path, action: str, label:
 def accept_crop(session: Session, path: Path, name: str, source: Mapping[str, str] | None = None,
                 relabelled: bool = False) -> tuple[Path, Path | None]:
     """Move a waiting crop into ``name``'s folder; returns ``(where it went, None)``. A near-duplicate of a
-    picture there goes to ``_review/_rejected/`` instead: ``(where it went, that picture)``."""
-    duplicate = session.hashes.duplicate_of(difference_hash(open_rgb(path)), [session.root / name])
+    picture there goes to ``_review/_rejected/`` instead: ``(where it went, that picture)``. A crop that is
+    not a picture raises ``UnreadablePicture`` and stays where it was."""
+    duplicate = session.hashes.duplicate_of(difference_hash(read_crop(path)), [session.root / name])
     if duplicate is not None:
         rejected = session.root / REVIEW_DIR / REJECTED_DIR
         return _review_move(session, path, rejected, "review_duplicate", name, source), duplicate
@@ -965,11 +997,21 @@ def reject_crop(session: Session, path: Path, label: str = "", source: Mapping[s
 
 
 def undo_review(session: Session) -> Path | None:
-    """Put the last reviewed crop back where it waited and return its path (``None``: nothing to undo)."""
+    """Put the last reviewed crop back where it waited and return its path (``None``: nothing to undo).
+
+    The decision leaves the history only once its crop is back, so a failed undo can be retried: a crop
+    removed meanwhile is a ``SimpsonsError`` (and undo stays there until it is put back). An emptied
+    ``_review/_rejected/`` is removed.
+    """
     if not session.moves:
         return None
-    move = session.moves.pop()
+    move = session.moves[-1]
+    if not move.target.is_file():
+        raise SimpsonsError(f"cannot undo: {move.target} is no longer there (put it back to undo this decision)")
     back = move_picture(move.target, move.source.parent, preferred=move.source.name)
+    session.moves.pop()
+    if move.target.parent == session.root / REVIEW_DIR / REJECTED_DIR:
+        remove_if_empty(move.target.parent)
     session.log.write("review_undo", label=move.label, file=back, source=move.target)
     return back
 
@@ -978,7 +1020,7 @@ def review_one(session: Session, sources: dict[str, dict[str, str]], suggested: 
     """Show one waiting crop and accept, relabel or reject it; returns the answer (``u``: undo asked)."""
     source = sources.get(relative(session.root, path), {})
     guess = f"; model: {source['label']} {source['probability']}" if source.get("probability") else ""
-    session.show(open_rgb(path), f"{path} (suggested: {suggested}{guess})")
+    session.show(read_crop(path), f"{path} (suggested: {suggested}{guess})")
     answer = ask_review(suggested)
     if answer == "x":
         reject_crop(session, path, "" if suggested == UNSURE_DIR else suggested, source)
@@ -995,26 +1037,39 @@ def review_one(session: Session, sources: dict[str, dict[str, str]], suggested: 
 
 
 def review_waiting(session: Session, items: list[tuple[str, Path]]) -> None:
-    """Ask about each waiting crop in turn; ``undo`` puts the last decision back and asks again."""
+    """Ask about each waiting crop in turn; ``undo`` puts the last decision back and asks again. An
+    unreadable crop is skipped (left where it is)."""
     sources = review_sources(session.root)
     pending = list(reversed(items))
     while pending:
         suggested, path = pending.pop()
         if not path.exists():
             continue  # another run took it
-        if review_one(session, sources, suggested, path) == "u":
+        try:
+            answer = review_one(session, sources, suggested, path)
+        except UnreadablePicture as error:
+            print(f"skipped: {error}")
+            continue
+        if answer == "u":
             pending.append((suggested, path))
-            back = undo_review(session)
-            print("nothing to undo" if back is None else f"undone: {back} is waiting again")
-            if back is not None:
-                pending.append((back.parent.name, back))
+            pending.extend(undo_one(session))
+
+
+def undo_one(session: Session) -> list[tuple[str, Path]]:
+    """``undo`` during the review, said on the terminal: the crop now waiting again, if any."""
+    try:
+        back = undo_review(session)
+    except SimpsonsError as error:
+        print(error)
+        return []
+    print("nothing to undo" if back is None else f"undone: {back} is waiting again")
+    return [] if back is None else [(back.parent.name, back)]
 
 
 def remove_empty_review_folders(root: Path) -> None:
     """Remove the folders of ``_review/`` that the review emptied."""
-    for folder in (root / REVIEW_DIR).glob("*"):
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+    for folder in review_folders(root) + [root / REVIEW_DIR / REJECTED_DIR]:
+        remove_if_empty(folder)
 
 
 def review(dataset: str | Path) -> dict[str, int]:

@@ -20,7 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import asynccontextmanager, contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, get_args
@@ -336,24 +336,11 @@ def inside(root: Path, path: Path) -> bool:
     return path.resolve().is_relative_to(root.resolve())
 
 
-def waiting_folder(folder: str) -> bool:
-    """Whether ``_review/<folder>/`` holds crops to review: a character name or ``_unsure``, never
-    ``_rejected`` or another ``_`` folder."""
-    return bool(labelling.VALID_NAME.match(folder)) or folder == labelling.UNSURE_DIR
-
-
-def waiting_crops(root: Path) -> list[tuple[str, Path]]:
-    """``labelling.review_items`` less the folders that are not for review and what leads outside ``_review/``."""
-    review = root / labelling.REVIEW_DIR
-    return [(folder, path) for folder, path in labelling.review_items(root)
-            if waiting_folder(folder) and inside(review, path)]
-
-
 def review_picture(root: Path, folder: str, name: str) -> Path:
     """The crop ``_review/<folder>/<name>``: 404 unless it is a waiting picture inside the dataset."""
     review = root / labelling.REVIEW_DIR
     path = review / folder / name
-    if not waiting_folder(folder) or not labelling.PICTURE_NAME.match(name) or not inside(review, path) \
+    if not labelling.waiting_folder(folder) or not labelling.PICTURE_NAME.match(name) or not inside(review, path) \
             or not path.is_file():
         raise HTTPException(404, "no such crop waiting for review")
     return path
@@ -361,7 +348,7 @@ def review_picture(root: Path, folder: str, name: str) -> Path:
 
 def known_names(root: Path, characters: list[str]) -> set[str]:
     """Names a relabel may use: the character folders, the review folders and the model's characters."""
-    waiting = {folder for folder, _ in waiting_crops(root) if folder != labelling.UNSURE_DIR}
+    waiting = {folder for folder, _ in labelling.review_items(root) if folder != labelling.UNSURE_DIR}
     return set(labelling.character_folders(root)) | waiting | set(characters)
 
 
@@ -385,7 +372,7 @@ def resolve_name(text: str, known: set[str], create: bool) -> str:
 def review_listing(root: Path, characters: list[str]) -> dict[str, Any]:
     """The crops waiting for review, the pictures per character and the names to complete."""
     items = [{"folder": folder, "name": path.name, "url": f"/api/review/{folder}/{path.name}"}
-             for folder, path in waiting_crops(root)]
+             for folder, path in labelling.review_items(root)]
     return {"items": items, "counts": labelling.picture_counts(root),
             "names": sorted(known_names(root, characters))}
 
@@ -396,10 +383,10 @@ def dataset_errors(root: Path) -> Iterator[None]:
     try:
         with labelling.file_errors(root):
             yield
+    except labelling.UnreadablePicture:
+        raise HTTPException(422, "the crop is not a readable picture") from None
     except SimpsonsError as error:
         raise HTTPException(500, str(error).replace(str(root), "the dataset")) from None
-    except ValueError:
-        raise HTTPException(422, "the crop is not a readable picture") from None
 
 
 def review_target(root: Path, path: Path, action: ReviewAction, characters: list[str]) -> str | None:
@@ -436,12 +423,6 @@ def review_message(root: Path, target: Path, duplicate: Path | None) -> str:
     return f"moved to {where}"
 
 
-def remove_if_empty(folder: Path) -> None:
-    """Remove a review folder the action emptied (kept when another run has filled it meanwhile)."""
-    with suppress(OSError):
-        folder.rmdir()
-
-
 def apply_review(session: labelling.Session, path: Path, action: ReviewAction,
                  characters: list[str]) -> dict[str, Any]:
     """Accept, relabel or reject one crop with ``labelling``'s own moves and log rows, as ``label review``:
@@ -450,7 +431,7 @@ def apply_review(session: labelling.Session, path: Path, action: ReviewAction,
     name = review_target(root, path, action, characters)
     with dataset_errors(root):
         target, duplicate = file_crop(session, path, name, action.action == "relabel")
-    remove_if_empty(path.parent)
+    labelling.remove_if_empty(path.parent)
     return {"moved_to": labelling.relative(root, target),
             "duplicate_of": None if duplicate is None else labelling.relative(root, duplicate),
             "message": review_message(root, target, duplicate), **review_listing(root, characters)}
