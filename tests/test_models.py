@@ -33,7 +33,7 @@ def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet"}
+    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small"}
     for name, arch in ARCHITECTURES.items():
         assert get_architecture(name) is arch
         assert arch.augmentation in ("article", "strong")

@@ -43,7 +43,7 @@ def state(run: Path) -> dict:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"article", "article6", "strong"}
+    assert set(PRESETS) == {"article", "article6", "strong", "laptop"}
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
         "seed", 64, "rmsprop", 1e-4, 32)
@@ -52,6 +52,7 @@ def test_presets_and_overrides():
     assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("seed", 2, 8, 32)
     assert recipe.learning_rate == article.learning_rate
     assert resolve_recipe(None, "resnet").name == "strong"
+    assert resolve_recipe(None, "resnet_small").name == "laptop"
     assert resolve_recipe(None, None).name == "article"
     assert resolve_recipe("strong", "seed").arch == "seed"
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs

@@ -302,7 +302,7 @@ def open_set_figures(known_logits: np.ndarray, unknown_logits: np.ndarray, tempe
 
     Per score: AUROC (known = positive), and the share of unknown images rejected at the
     threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
-    with the highest AUROC. Energy is the log-sum-exp of the logits (minus the free energy).
+    with the highest AUROC. The "energy" score is the log-sum-exp of the logits (the negative free energy).
     """
     from sklearn.metrics import roc_auc_score
 
