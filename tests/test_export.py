@@ -84,8 +84,8 @@ def test_int8_export_is_smaller_and_mostly_agrees(capsys, tmp_path: Path, shippe
     assert code == 0, err
     assert "same best guess on" in out and "of 60 held-out pictures" in out  # 60 samples < 512: checked on them
     assert target.stat().st_size < shipped_onnx.stat().st_size / 3
-    images = datasets.load_images(samples_dir, 96).images
     int8 = Predictor.load(target)
+    images = datasets.load_images(samples_dir, int8.image_size).images
     assert int8.temperature == Predictor.load().temperature  # the description travels with the int8 model too
     agreement = np.mean(int8.logits(images).argmax(axis=1) == Predictor.load(shipped_onnx).logits(images).argmax(axis=1))
     assert agreement >= 0.9
