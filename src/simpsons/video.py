@@ -5,20 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import queue
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from simpsons.bundle import write_atomically
+from simpsons.data import gather_files
 from simpsons.errors import SimpsonsError
-from simpsons.prediction import Prediction, Predictor
+from simpsons.prediction import UNKNOWN, Prediction, Predictor
 
 CROPS = ("full", "left", "right")
 DEFAULT_PRESENCE = 0.5
@@ -111,30 +117,47 @@ def sampled_frames(path: str | Path, sample_fps: float) -> Iterator[tuple[float,
     A frame is sampled when its timestamp reaches the next multiple of ``1 / sample_fps``
     (``sample_fps == 0``: every frame). Decoding errors (a truncated file) raise ``SimpsonsError``.
     """
-    import av
-
     container, stream = _open(Path(path))
     stream.thread_type = "AUTO"
-    start = stream.start_time or 0
     step = 1.0 / sample_fps if sample_fps > 0 else 0.0
     following = 0.0
-    index = 0
     try:
-        for frame in container.decode(stream):
-            if frame.pts is not None and frame.time_base is not None:
-                seconds = float((frame.pts - start) * frame.time_base)
-            else:
-                seconds = index / float(stream.average_rate or 25)
-            index += 1
+        for index, (_, frame) in enumerate(_demuxed(container, stream, None, False, path)):
+            seconds = frame_seconds(frame, stream, index)
             if seconds + 1e-6 >= following:
                 following = seconds if step == 0 else (np.floor(seconds / step + 1e-6) + 1) * step
                 yield seconds, frame.to_image()
             else:
                 yield seconds, None
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise SimpsonsError(f"cannot decode {path}: {_reason(error)} (truncated or damaged file?)") from None
     finally:
         container.close()
+
+
+def _demuxed(container, video, audio, decode_audio: bool, path) -> Iterator[tuple[bool, object]]:
+    """``(True, video frame)`` and ``(False, audio packet, or frame with decode_audio)`` in file order.
+
+    Decoding errors (a truncated file) raise ``SimpsonsError``.
+    """
+    import av
+
+    streams = [video] if audio is None else [video, audio]
+    try:
+        for packet in container.demux(*streams):
+            if packet.stream.type == "video":
+                yield from ((True, frame) for frame in packet.decode())
+            elif decode_audio:
+                yield from ((False, frame) for frame in packet.decode())
+            elif packet.dts is not None:  # not the empty packet that ends the stream
+                yield False, packet
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise SimpsonsError(f"cannot decode {path}: {_reason(error)} (truncated or damaged file?)") from None
+
+
+def frame_seconds(frame, stream, index: int) -> float:
+    """The frame's time from the stream's start; ``index / fps`` when it has no timestamp."""
+    if frame.pts is not None and frame.time_base is not None:
+        return float((frame.pts - (stream.start_time or 0)) * frame.time_base)
+    return index / float(stream.average_rate or 25)
 
 
 # --------------------------------------------------------------------------- classification
@@ -234,11 +257,14 @@ def _check_complete(samples: list[Sample], info: VideoInfo, sample_fps: float, p
 
 
 def presence_threshold(predictor: Predictor, character: str, min_prob: float | None) -> float:
-    """``--min-prob`` when given, else the bundle's threshold for the character, else 0.5."""
+    """``--min-prob`` when given, else the bundle's threshold for the character but at least 0.5.
+
+    The bundle's thresholds are chosen on pictures of characters; a video's crops often show nobody,
+    where a lower threshold (down to 0 for a character never confused in that study) finds people that are not there.
+    """
     if min_prob is not None:
         return min_prob
-    threshold = predictor.threshold_for(character)
-    return DEFAULT_PRESENCE if threshold is None else threshold
+    return max(DEFAULT_PRESENCE, predictor.threshold_for(character) or 0.0)
 
 
 def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float | None = None
@@ -271,7 +297,7 @@ def smooth(present: np.ndarray, window: int = 3) -> np.ndarray:
     half = window // 2
     column_view = present.reshape(len(present), -1)
     padded = np.pad(column_view, ((half, half), (0, 0)), mode="edge").astype(np.int32)
-    counts = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0).sum(axis=-1)
+    counts = sliding_window_view(padded, window, axis=0).sum(axis=-1)
     return (counts > half).reshape(present.shape)
 
 
@@ -459,8 +485,8 @@ def check_writable(path: str | Path, suffixes: tuple[str, ...], what: str) -> Pa
 
 
 def write_outputs(info: VideoInfo, samples: list[Sample], segments: list[Segment], smoothed: np.ndarray,
-                  characters: list[str], settings: dict, timeline: str | None, srt: str | None,
-                  chart: str | None) -> list[str]:
+                  characters: list[str], settings: dict, timeline: str | Path | None, srt: str | Path | None,
+                  chart: str | Path | None) -> list[str | Path]:
     """Write the requested files atomically; returns their paths."""
     written = []
     if timeline:
@@ -516,3 +542,296 @@ def parse_crops(value: str) -> tuple[str, ...]:
     if not names or unknown:
         raise ValueError(f"crops are a comma-separated choice of {', '.join(CROPS)}")
     return names
+
+
+# --------------------------------------------------------------------------- the annotated video
+
+H264_ENCODERS = ("libx264", "libopenh264")
+ENCODER_OPTIONS = {"libx264": {"preset": "veryfast", "crf": "21"}, "libopenh264": {"b": "2M"}, "mpeg4": {"b": "2M"}}
+COPIED_AUDIO = {"aac", "mp3", "ac3", "eac3", "alac"}  # any MP4 player plays these; other audio is re-encoded to AAC
+
+
+@dataclass(frozen=True)
+class CropLabel:
+    """What the annotated video shows for one crop: a character or ``unknown``, and its probability."""
+
+    character: str
+    probability: float = 0.0
+
+    def text(self, crop: str) -> str:
+        from simpsons.evaluation import pretty
+
+        if self.character == UNKNOWN:
+            return f"{crop}: unknown"
+        return f"{crop}: {pretty(self.character)} {self.probability:.2f}"
+
+
+def crop_labels(samples: list[Sample], predictor: Predictor, min_prob: float | None = None,
+                window: int = 3) -> list[dict[str, CropLabel]]:
+    """Per sample, each crop's answer smoothed like the presence: the majority over ``window`` samples.
+
+    An answer below the presence threshold counts as ``unknown``, and so does a window without a majority;
+    the probability is the mean over the window's samples that gave the winning answer.
+    """
+    crops = list(samples[0].crops) if samples else []
+    columns = {crop: _majority([s.crops[crop] for s in samples], predictor, min_prob, window) for crop in crops}
+    return [{crop: columns[crop][row] for crop in crops} for row in range(len(samples))]
+
+
+def _majority(predictions: list[Prediction], predictor: Predictor, min_prob: float | None,
+              window: int) -> list[CropLabel]:
+    """One crop's smoothed answers (see ``crop_labels``)."""
+    names = [p.best_guess if p.probability >= presence_threshold(predictor, p.best_guess, min_prob) else UNKNOWN
+             for p in predictions]
+    vocabulary = sorted(set(names))
+    half = window // 2
+    codes = sliding_window_view(np.pad([vocabulary.index(n) for n in names], half, mode="edge"), window)
+    probabilities = sliding_window_view(np.pad([p.probability for p in predictions], half, mode="edge"), window)
+    votes = (codes[:, :, None] == codes[:, None, :]).sum(axis=2)
+    labels = []
+    for row, column in enumerate(votes.argmax(axis=1)):
+        winner = codes[row, column]
+        if votes[row, column] <= half or vocabulary[winner] == UNKNOWN:
+            labels.append(CropLabel(UNKNOWN))
+        else:
+            labels.append(CropLabel(vocabulary[winner], float(probabilities[row][codes[row] == winner].mean())))
+    return labels
+
+
+def label_font(height: int):  # -> PIL.ImageFont.FreeTypeFont
+    """Pillow's default font at a size readable on a frame ``height`` pixels high."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=max(9, height // 22))
+
+
+def draw_labels(image: Image.Image, labels: dict[str, CropLabel], font) -> None:
+    """The full frame's answer at the top left, the left and right halves' answers in their bottom corners."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(image)
+    width, height = image.size
+    margin = max(2, height // 80)
+    for crop, label in labels.items():
+        text = label.text(crop)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        x = width - 2 * margin - (right - left) if crop == "right" else 2 * margin
+        y = 2 * margin if crop == "full" else height - 2 * margin - (bottom - top)
+        draw.rectangle((x - margin, y - margin, x + right - left + margin, y + bottom - top + margin), fill=(0, 0, 0))
+        colour = (170, 170, 170) if label.character == UNKNOWN else (255, 255, 255)
+        draw.text((x - left, y - top), text, font=font, fill=colour)
+
+
+def video_encoder() -> str:
+    """The first H.264 encoder PyAV has, else MPEG-4 part 2 (with a warning)."""
+    import av
+
+    for name in H264_ENCODERS:
+        try:
+            av.codec.Codec(name, "w")
+            return name
+        except av.codec.codec.UnknownCodecError:
+            continue
+    print("simpsons: warning: this PyAV has no H.264 encoder: the annotated video is MPEG-4 part 2", file=sys.stderr)
+    return "mpeg4"
+
+
+@contextmanager
+def _partial_file(target: Path) -> Iterator[Path]:
+    """A temporary file beside ``target`` that replaces it when the block succeeds, and is removed otherwise."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
+    try:
+        yield Path(partial)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+class _Annotator:
+    """Encodes each frame with the latest sample's labels drawn on it, keeping the frame's timestamp."""
+
+    def __init__(self, output, stream, times: list[float], labels: list[dict[str, CropLabel]]):
+        codec = video_encoder()
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        time_base = stream.time_base
+        if codec == "mpeg4" and time_base.denominator > 65535:  # the MPEG-4 part 2 limit
+            time_base = Fraction(1, 60000)
+        self.out = output.add_stream(codec, rate=rate, time_base=time_base, options=ENCODER_OPTIONS.get(codec, {}))
+        self.size = (max(2, stream.codec_context.width // 2 * 2), max(2, stream.codec_context.height // 2 * 2))
+        self.out.width, self.out.height = self.size
+        self.out.pix_fmt = "yuv420p"
+        self.stream, self.times, self.labels = stream, times, labels
+        self.font = label_font(self.size[1])
+        self.frames, self.sample, self.last_pts = 0, -1, None
+
+    def encode(self, frame) -> list:  # -> list[av.Packet]
+        """The packets for one decoded frame."""
+        import av
+
+        seconds = frame_seconds(frame, self.stream, self.frames)
+        while self.sample + 1 < len(self.times) and self.times[self.sample + 1] <= seconds + 1e-6:
+            self.sample += 1
+        image = frame.to_image().crop((0, 0, *self.size))
+        if self.sample >= 0:
+            draw_labels(image, self.labels[self.sample], self.font)
+        out = av.VideoFrame.from_image(image)
+        pts = frame.pts if frame.pts is not None else round(seconds / self.stream.time_base)
+        out.pts = pts if self.last_pts is None else max(pts, self.last_pts + 1)  # strictly increasing for the encoder
+        out.time_base = self.stream.time_base
+        self.frames, self.last_pts = self.frames + 1, out.pts
+        return self.out.encode(out)
+
+    def flush(self) -> list:
+        return self.out.encode()
+
+
+def _add_audio(output, container):  # -> tuple[input stream, output stream, re-encode?] or (None, None, False)
+    """The input's first audio stream and its output stream: copied when MP4 players know it, else AAC stereo/mono."""
+    if not container.streams.audio:
+        return None, None, False
+    audio = container.streams.audio[0]
+    if audio.codec_context.codec.canonical_name in COPIED_AUDIO:
+        return audio, output.add_stream_from_template(audio), False
+    out = output.add_stream("aac", rate=audio.codec_context.sample_rate or 48000)
+    out.layout = "mono" if audio.codec_context.channels == 1 else "stereo"
+    return audio, out, True
+
+
+def write_annotated(path: str | Path, target: str | Path, times: list[float], labels: list[dict[str, CropLabel]],
+                    progress: bool = True) -> None:
+    """Every frame of the video with the latest sample's ``labels`` drawn on it, as an MP4 with the input's audio.
+
+    Frames keep their timestamps (same count and rate). Written to a temporary file, renamed when complete.
+    """
+    import av
+    from tqdm import tqdm
+
+    container, stream = _open(Path(path))
+    stream.thread_type = "AUTO"
+    total = video_info(container, stream, Path(path)).frames
+    bar = tqdm(total=total or None, unit="frame", desc=f"annotating {Path(path).name}", leave=False,
+               disable=None if progress else True, dynamic_ncols=True)
+    try:
+        with _partial_file(Path(target)) as partial, av.open(str(partial), "w", format="mp4") as output:
+            annotator = _Annotator(output, stream, times, labels)
+            audio, audio_out, reencode = _add_audio(output, container)
+            for is_video, item in _demuxed(container, stream, audio, reencode, path):
+                if is_video:
+                    output.mux(annotator.encode(item))
+                    bar.update(1)
+                elif reencode:
+                    output.mux(audio_out.encode(item))
+                else:
+                    item.stream = audio_out
+                    output.mux(item)
+            output.mux(annotator.flush())
+            if reencode:
+                output.mux(audio_out.encode())
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise SimpsonsError(f"cannot write the annotated video {target}: {_reason(error)}") from None
+    finally:
+        bar.close()
+        container.close()
+
+
+# --------------------------------------------------------------------------- one video or a folder of them
+
+OUTPUT_KINDS = {"timeline": ((".json", ".csv"), "timeline"), "srt": ((".srt",), "subtitle"),
+                "chart": ((".png",), "chart"), "video": ((".mp4",), "annotated video")}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The files written for one video (``None``: not asked for)."""
+
+    timeline: Path | None = None
+    srt: Path | None = None
+    chart: Path | None = None
+    video: Path | None = None
+
+    def items(self) -> list[tuple[str, Path]]:
+        """The outputs asked for, as ``(kind, path)``."""
+        return [(kind, path) for kind, path in vars(self).items() if path is not None]
+
+
+DEFAULT_OUTPUTS = Outputs(Path("timeline.json"), Path("subtitles.srt"), Path("timeline.png"))
+
+
+@dataclass(frozen=True)
+class Options:
+    """How videos are analysed."""
+
+    sample_fps: float = 2.0
+    crops: tuple[str, ...] = CROPS
+    batch_frames: int = 16
+    min_prob: float | None = None
+    window: int = 3
+
+    def settings(self, model: str) -> dict:
+        """The settings as the JSON timeline records them."""
+        return {"model": model, "sample_fps": self.sample_fps, "crops": list(self.crops),
+                "min_prob": self.min_prob, "smoothing_window": self.window}
+
+
+def find_videos(paths: list[str | Path]) -> list[tuple[Path, str]]:
+    """Each video with the name its outputs get: a file's stem, or its path below a given folder without suffix.
+
+    Files are taken as given (a missing or broken one fails when it is read); folders are searched.
+    """
+    from simpsons.labelling import VIDEO_SUFFIXES
+
+    found = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            found += [(path, path.relative_to(given).with_suffix("").as_posix())
+                      for path in gather_files([given], VIDEO_SUFFIXES, kind="video file")]
+        else:
+            found.append((given, given.stem))
+    return found
+
+
+def derived_outputs(given: Outputs, name: str, out_dir: Path | None) -> Outputs:
+    """``--srt subs/x.srt`` for the video named ``season1/ep1`` -> ``OUT_DIR/subs/season1/ep1.x.srt``."""
+    folder = out_dir or Path()
+    return Outputs(**{kind: folder / path.parent / f"{name}.{path.name}" for kind, path in given.items()})
+
+
+def plan_outputs(videos: list[tuple[Path, str]], given: Outputs, out_dir: Path | None,
+                 derive: bool) -> list[tuple[Path, Outputs]]:
+    """Each video with its outputs: ``given`` for a single video, else derived from the video's name.
+
+    ``--out-dir`` without any output asks for ``DEFAULT_OUTPUTS``. Refuses a wrong suffix, a folder that
+    cannot be written, two outputs with one name and an output that would overwrite an input.
+    """
+    if out_dir is not None and not given.items():
+        given = DEFAULT_OUTPUTS
+    plans = [(video, derived_outputs(given, name, out_dir) if derive else given) for video, name in videos]
+    taken = {video.resolve() for video, _ in videos}
+    for _, outputs in plans:
+        for kind, path in outputs.items():
+            check_writable(path, *OUTPUT_KINDS[kind])
+            if path.resolve() in taken:
+                raise SimpsonsError(f"{path} would be written twice, or overwrite an input video")
+            taken.add(path.resolve())
+    return plans
+
+
+def process_video(path: Path, predictor: Predictor, options: Options, outputs: Outputs, model: str = "default",
+                  progress: bool = True) -> tuple[VideoResult, list[Path]]:
+    """Analyse one video and write its outputs (the annotated video last); returns the result and the files."""
+    result = analyse_video(path, predictor, options.sample_fps, options.crops, options.batch_frames,
+                           options.min_prob, options.window, progress)
+    written = write_outputs(result.info, result.samples, result.segments, result.smoothed,
+                            list(predictor.characters), options.settings(model), outputs.timeline, outputs.srt,
+                            outputs.chart)
+    if outputs.video:
+        labels = crop_labels(result.samples, predictor, options.min_prob, options.window)
+        write_annotated(path, outputs.video, [s.time for s in result.samples], labels, progress)
+        written.append(outputs.video)
+    return result, written
