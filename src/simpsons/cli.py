@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--time-limit", type=float, metavar="MINUTES",
                        help="stop cleanly after the epoch that would overrun this many minutes")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    train.add_argument("--background", metavar="DIR",
+                       help="pictures showing none of the characters (any names, any depth): "
+                            "trained as one more class, no_character")
     _add_selection(train)
 
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", help="model bundle to export")
     export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
+    export.add_argument("--int8", metavar="TRAIN_DATA",
+                        help="quantize to 8-bit integers, calibrated on pictures of the training data: "
+                             "smaller and faster on a CPU; prints how often it agrees with the float model")
 
     predict = commands.add_parser("predict", help="name the character in pictures")
     predict.add_argument("paths", nargs="+", help="image files or folders")
@@ -93,12 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     confidence.add_argument("--target-precision", type=float, metavar="P",
                             help="recommend the lowest threshold reaching this precision instead of the best F1")
     confidence.add_argument("--calibrate", metavar="TRAIN_DATA",
-                            help="fit a temperature on the shot-aware validation split of the model's training data")
+                            help="the model's training data: fit the temperature and choose the thresholds on its "
+                                 "shot-aware validation split (the data studied then only measures them)")
     confidence.add_argument("--unknown", metavar="DATA",
                             help="labelled images whose characters the model does not know (others are ignored): "
                                  "AUROC of known against unknown and the share rejected")
     confidence.add_argument("--write", action="store_true",
-                            help="store the thresholds and the temperature in the --model bundle")
+                            help="store the thresholds and the temperature in the --model bundle (needs --calibrate)")
     label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
                                             "(or with --auto, by the model into DATASET/_review/); "
@@ -113,9 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--model", help="model bundle (--auto: classifier, default the shipped one; else: names)")
     label.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
     label.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
-    video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT and a chart")
-    video.add_argument("input", help="video file (any container, resolution and frame rate PyAV decodes)")
-    video.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT, chart, "
+                                              "annotated video")
+    video.add_argument("inputs", nargs="+", metavar="INPUT",
+                       help="video files or folders of them (any container, resolution and frame rate PyAV decodes)")
+    video.add_argument("--model", help="model bundle or exported .onnx file (faster; default: the shipped model)")
+    video.add_argument("--out", metavar="FILE.mp4", help="write the annotated video (H.264, names and probabilities "
+                                                         "drawn on every frame, the input's audio)")
+    video.add_argument("--out-dir", metavar="DIR",
+                       help="write each video's outputs as DIR/<video>.<output name> (alone: timeline.json, "
+                            "subtitles.srt and timeline.png); several videos without it: beside the output names")
     video.add_argument("--timeline", metavar="FILE", help="write the timeline: .json (segments and samples) or .csv")
     video.add_argument("--srt", metavar="FILE", help="write SRT subtitles naming who is on screen")
     video.add_argument("--chart", metavar="FILE", help="write the timeline chart (one lane per character) as PNG")
@@ -128,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="presence threshold (default: the bundle's threshold, else 0.5)")
     video.add_argument("--smooth", type=_positive, default=3, metavar="N",
                        help="majority filter over N neighbouring samples, odd (default 3; 1 = none)")
+    serve = commands.add_parser("serve", help="the web app: drop a picture or a clip in the browser; review labels")
+    serve.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument("--dataset", metavar="DIR", help="dataset whose _review/ crops the Review panel shows")
+    serve.add_argument("--picture-limit", type=_positive, default=20, metavar="MB", help="largest picture (20 MB)")
+    serve.add_argument("--clip-limit", type=_positive, default=500, metavar="MB", help="largest clip (500 MB)")
     return parser
 
 
@@ -191,13 +212,19 @@ def run_train(args: argparse.Namespace) -> int:
     recipe = resolve_recipe(args.preset, args.arch, epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
-          test_dir=args.test, time_limit_minutes=args.time_limit)
+          test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background)
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from simpsons import data as datasets
-    from simpsons.evaluation import evaluate, plot_confusion_matrix, plot_prediction_grid, write_json
+    from simpsons.evaluation import (
+        evaluate,
+        plot_confused_pairs,
+        plot_confusion_matrix,
+        plot_prediction_grid,
+        write_json,
+    )
     from simpsons.prediction import Predictor
 
     predictor = Predictor.load(args.model)
@@ -213,23 +240,36 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if result.unknown_answers:
         print(f"answered 'unknown' (below the bundle's threshold) for {result.unknown_answers} of {len(result.true)} "
               "images: they lower recall and accuracy, not precision")
+    metrics = result.as_dict()
+    print(f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}; top-1 accuracy of the best "
+          f"guesses (thresholds ignored) {metrics['top1_accuracy']:.3f}")
+    print("most confused: " + ", ".join(f"{pair['true']} -> {pair['predicted']} {pair['images']} "
+                                        f"({pair['share_of_true']:.0%})" for pair in metrics["most_confused"][:4]))
     if args.json:
-        write_json(result.as_dict(), args.json)
+        write_json(metrics, args.json)
     if args.report_dir:
         Path(args.report_dir).mkdir(parents=True, exist_ok=True)
         plot_confusion_matrix(result, Path(args.report_dir) / "confusion_matrix.png")
         plot_prediction_grid(result, Path(args.report_dir) / "predictions_grid.png")
-        print(f"wrote confusion_matrix.png and predictions_grid.png to {args.report_dir}")
+        plot_confused_pairs(result, Path(args.report_dir) / "confused_pairs.png")
+        print(f"wrote confusion_matrix.png, predictions_grid.png and confused_pairs.png to {args.report_dir}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     from simpsons.bundle import load_bundle
-    from simpsons.export import export_onnx
+    from simpsons.export import export_onnx, export_onnx_int8
 
     if not args.onnx.endswith(".onnx"):
         raise SimpsonsError("the exported file name must end in .onnx")
-    export_onnx(load_bundle(args.bundle), args.onnx)
+    if args.int8 and not Path(args.int8).exists():
+        raise SimpsonsError(f"dataset folder not found: {args.int8}")
+    bundle = load_bundle(args.bundle)
+    if args.int8:
+        agreement, checked = export_onnx_int8(bundle, args.onnx, args.int8)
+        print(f"int8 and float models give the same best guess on {agreement:.1%} of {checked} held-out pictures")
+    else:
+        export_onnx(bundle, args.onnx)
     print(f"wrote {args.onnx}")
     return 0
 
@@ -278,6 +318,9 @@ def run_confidence(args: argparse.Namespace) -> int:
 
     if args.write and not args.model:
         raise SimpsonsError("--write needs --model BUNDLE (the shipped default model is never rewritten)")
+    if args.write and not args.calibrate:
+        raise SimpsonsError("--write needs --calibrate TRAIN_DATA: thresholds and temperature are chosen on its "
+                            "validation split, never on the data studied")
     if not Path(args.data).exists():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
     bundle = load_bundle(args.model or default_model_path())
@@ -316,6 +359,34 @@ def run_video(args: argparse.Namespace) -> int:
     from simpsons import video as videos
     from simpsons.prediction import Predictor
 
+    options = _video_options(args)
+    given = videos.Outputs(*(Path(p) if p else None for p in (args.timeline, args.srt, args.chart, args.out)))
+    found = videos.find_videos(args.inputs)
+    several = len(found) > 1
+    derive = several or args.out_dir is not None or any(Path(p).is_dir() for p in args.inputs)
+    plans = videos.plan_outputs(found, given, args.out_dir and Path(args.out_dir), derive)
+    if not several:
+        videos.probe(plans[0][0])  # a broken file fails before the model loads
+    predictor = Predictor.load(args.model)
+    failed = []
+    for path, outputs in plans:
+        try:
+            result, written = videos.process_video(path, predictor, options, outputs, str(args.model or "default"))
+        except SimpsonsError as error:
+            if not several:
+                raise
+            print(f"simpsons: skipped: {error}", file=sys.stderr)
+            failed.append(str(path))
+            continue
+        _print_video_result(result, len(options.crops), written)
+    if failed:
+        raise SimpsonsError(f"{len(failed)} of {len(plans)} videos failed: {', '.join(failed)}")
+    return 0
+
+
+def _video_options(args: argparse.Namespace):  # -> simpsons.video.Options
+    from simpsons import video as videos
+
     try:
         crops = videos.parse_crops(args.crops)
     except ValueError as error:
@@ -326,32 +397,31 @@ def run_video(args: argparse.Namespace) -> int:
         raise SimpsonsError("--min-prob must be between 0 and 1")
     if args.smooth % 2 == 0:
         raise SimpsonsError("--smooth must be an odd number of samples")
-    if args.timeline:
-        videos.check_writable(args.timeline, (".json", ".csv"), "timeline")
-    if args.srt:
-        videos.check_writable(args.srt, (".srt",), "subtitle")
-    if args.chart:
-        videos.check_writable(args.chart, (".png",), "chart")
-    videos.probe(args.input)
-    predictor = Predictor.load(args.model)
-    result = videos.analyse_video(args.input, predictor, args.sample_fps, crops, args.batch_frames, args.min_prob,
-                                  args.smooth)
+    return videos.Options(args.sample_fps, crops, args.batch_frames, args.min_prob, args.smooth)
+
+
+def _print_video_result(result, crops: int, written: list) -> None:
+    from simpsons.video import summary_table
+
     info = result.info
     print(f"{info.path}: {info.width}x{info.height}, {info.fps:.2f} fps, {info.frames} frames, "
-          f"{info.duration:.1f} s; {len(result.samples)} samples x {len(crops)} crops in {result.seconds:.1f} s "
+          f"{info.duration:.1f} s; {len(result.samples)} samples x {crops} crops in {result.seconds:.1f} s "
           f"({result.frames_per_second:.0f} frames/s)")
-    print(videos.summary_table(result.segments, info))
-    settings = {"model": str(args.model or "default"), "sample_fps": args.sample_fps, "crops": list(crops),
-                "min_prob": args.min_prob, "smoothing_window": args.smooth}
-    for path in videos.write_outputs(info, result.samples, result.segments, result.smoothed,
-                                     list(predictor.characters), settings, args.timeline, args.srt, args.chart):
+    print(summary_table(result.segments, info))
+    for path in written:
         print(f"wrote {path}")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from simpsons.web import serve
+
+    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit)
     return 0
 
 
 COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
             "confidence": run_confidence, "export": run_export, "label": run_label,
-            "video": run_video}
+            "video": run_video, "serve": run_serve}
 
 if __name__ == "__main__":
     sys.exit(main())
