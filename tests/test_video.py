@@ -20,8 +20,9 @@ from test_cli import one_line_error, run_cli, run_installed
 
 from simpsons import video
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
-from simpsons.video import (CropLabel, Sample, Segment, analyse_video, crop_labels, draw_labels, label_font, smooth,
-                            srt_cues, srt_text)
+from simpsons.video import (CropLabel, Sample, Segment, analyse_video, crop_labels, draw_labels, label_font,
+                            presence_matrix, smooth, srt_cues, srt_text)
+
 
 FPS = 10
 SIZE = (128, 192)  # width, height: both even for yuv420p
@@ -260,6 +261,15 @@ def test_crop_labels_follow_the_majority_of_neighbouring_samples(predictor):
     assert labels[2]["full"].probability == pytest.approx(0.75)  # the mean of the two Bart neighbours
     assert all(label["left"] == CropLabel(UNKNOWN) for label in labels)  # below the presence threshold
     assert [label["full"].character for label in crop_labels(samples, predictor, 0.5, window=1)][2] == "homer_simpson"
+
+
+def test_no_character_answers_put_nobody_on_screen(predictor):
+    samples = [Sample(i / 2, {"full": prediction("no_character", 0.99), "left": prediction("bart_simpson", 0.9)})
+               for i in range(3)]
+    present, _, sides = presence_matrix(samples, predictor, min_prob=0.5)
+    assert present.sum() == 3 and present[:, predictor.characters.index("bart_simpson")].all()
+    assert all(sides[row][predictor.characters.index("bart_simpson")] == {"left"} for row in range(3))
+    assert all(label["full"] == CropLabel(UNKNOWN) for label in crop_labels(samples, predictor, 0.5, window=3))
 
 
 def test_labels_are_drawn_on_their_halves():

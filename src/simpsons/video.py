@@ -22,7 +22,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from simpsons.bundle import write_atomically
-from simpsons.data import gather_files
+from simpsons.data import NO_CHARACTER, gather_files
 from simpsons.errors import SimpsonsError
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
 
@@ -267,6 +267,12 @@ def presence_threshold(predictor: Predictor, character: str, min_prob: float | N
     return max(DEFAULT_PRESENCE, predictor.threshold_for(character) or 0.0)
 
 
+def names_someone(prediction: Prediction, predictor: Predictor, min_prob: float | None) -> bool:
+    """Whether a crop's answer puts a character on screen: not ``no_character``, and sure enough."""
+    return (prediction.best_guess != NO_CHARACTER
+            and prediction.probability >= presence_threshold(predictor, prediction.best_guess, min_prob))
+
+
 def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float | None = None
                     ) -> tuple[np.ndarray, np.ndarray, list[list[set[str]]]]:
     """Per sample and character: present?, the best probability among crops naming it, and those crops."""
@@ -276,8 +282,8 @@ def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float
     sides: list[list[set[str]]] = [[set() for _ in index] for _ in samples]
     for row, sample in enumerate(samples):
         for crop, prediction in sample.crops.items():
-            column = index[prediction.best_guess]
-            if prediction.probability >= presence_threshold(predictor, prediction.best_guess, min_prob):
+            if names_someone(prediction, predictor, min_prob):
+                column = index[prediction.best_guess]
                 present[row, column] = True
                 best[row, column] = max(best[row, column], prediction.probability)
                 sides[row][column].add(crop)
@@ -581,8 +587,7 @@ def crop_labels(samples: list[Sample], predictor: Predictor, min_prob: float | N
 def _majority(predictions: list[Prediction], predictor: Predictor, min_prob: float | None,
               window: int) -> list[CropLabel]:
     """One crop's smoothed answers (see ``crop_labels``)."""
-    names = [p.best_guess if p.probability >= presence_threshold(predictor, p.best_guess, min_prob) else UNKNOWN
-             for p in predictions]
+    names = [p.best_guess if names_someone(p, predictor, min_prob) else UNKNOWN for p in predictions]
     vocabulary = sorted(set(names))
     half = window // 2
     codes = sliding_window_view(np.pad([vocabulary.index(n) for n in names], half, mode="edge"), window)
