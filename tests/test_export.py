@@ -91,6 +91,12 @@ def test_int8_export_is_smaller_and_mostly_agrees(capsys, tmp_path: Path, shippe
     assert agreement >= 0.9
 
 
+def test_export_without_a_bundle_exports_the_shipped_model(capsys, tmp_path: Path):
+    code, out, err = run_cli(capsys, "export", "--onnx", tmp_path / "default.onnx")
+    assert code == 0, err
+    assert load_onnx_bundle(tmp_path / "default.onnx").characters == Predictor.load().characters
+
+
 def test_int8_export_needs_pictures(capsys, tmp_path: Path, tiny_bundle: Path):
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(capsys, "export", tiny_bundle, "--onnx", tmp_path / "x.onnx", "--int8", tmp_path / "nowhere")

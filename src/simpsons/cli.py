@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
 
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
-    export.add_argument("bundle", help="model bundle to export")
+    export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
     export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
     export.add_argument("--int8", metavar="TRAIN_DATA",
                         help="quantize to 8-bit integers, calibrated on pictures of the training data: "
@@ -259,12 +259,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from simpsons.bundle import load_bundle
     from simpsons.export import export_onnx, export_onnx_int8
+    from simpsons.prediction import default_model_path
 
     if not args.onnx.endswith(".onnx"):
         raise SimpsonsError("the exported file name must end in .onnx")
     if args.int8 and not Path(args.int8).exists():
         raise SimpsonsError(f"dataset folder not found: {args.int8}")
-    bundle = load_bundle(args.bundle)
+    bundle = load_bundle(args.bundle or default_model_path())
     if args.int8:
         agreement, checked = export_onnx_int8(bundle, args.onnx, args.int8)
         print(f"int8 and float models give the same best guess on {agreement:.1%} of {checked} held-out pictures")

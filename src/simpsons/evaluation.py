@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,7 +140,7 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
     """Save a figure as PNG atomically (a temporary file renamed into place) and close it."""
     figure.tight_layout()
     path = Path(path)
-    partial = path.with_name(f".{path.stem}.partial.png")
+    partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.png")
     figure.savefig(partial, dpi=120, bbox_inches="tight")
     plt.close(figure)
     partial.replace(path)

@@ -38,9 +38,8 @@ from PIL import Image
 from simpsons.bundle import write_atomically
 from simpsons.data import NEAR_DUPLICATE_DISTANCE, difference_hash, gather_files, hamming_distances, open_rgb
 from simpsons.errors import SimpsonsError
-from simpsons.video import crop_frame, probe
+from simpsons.video import VIDEO_SUFFIXES, crop_frame, probe
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 CROPS = ("left", "right", "full")
 WHERE_ANSWERS = {"n": "no", "no": "no", "l": "left", "left": "left", "r": "right", "right": "right",
                  "f": "full", "full": "full", "u": "undo", "undo": "undo"}

@@ -29,6 +29,7 @@ from simpsons.prediction import UNKNOWN, Prediction, Predictor
 CROPS = ("full", "left", "right")
 DEFAULT_PRESENCE = 0.5
 IMAGE_FORMATS = {"image2", "gif", "apng", "webp_pipe"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 _DONE = object()
 
 
@@ -789,8 +790,6 @@ def find_videos(paths: list[str | Path]) -> list[tuple[Path, str]]:
 
     Files are taken as given (a missing or broken one fails when it is read); folders are searched.
     """
-    from simpsons.labelling import VIDEO_SUFFIXES
-
     found = []
     for given in map(Path, paths):
         if given.is_dir():
