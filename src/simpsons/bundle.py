@@ -12,6 +12,8 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -68,14 +70,15 @@ class Bundle:
         }
 
 
-def write_atomically(target: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, then rename it into place."""
+@contextmanager
+def replacing(target: str | Path) -> Iterator[Path]:
+    """A temporary file beside ``target`` that replaces it when the block succeeds, and is removed otherwise."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
+        yield Path(partial)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(partial, 0o666 & ~umask)
@@ -83,6 +86,12 @@ def write_atomically(target: str | Path, data: bytes) -> None:
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
+
+
+def write_atomically(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, then rename it into place."""
+    with replacing(target) as partial:
+        partial.write_bytes(data)
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> None:

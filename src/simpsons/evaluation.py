@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
 
-from simpsons.bundle import Bundle, write_atomically  # noqa: E402
+from simpsons.bundle import Bundle, replacing, write_atomically  # noqa: E402
 from simpsons.data import LabelledImages, open_rgb  # noqa: E402
 from simpsons.prediction import UNKNOWN, Predictor, softmax  # noqa: E402
 
@@ -139,11 +137,11 @@ def write_json(payload: dict, path: str | Path) -> None:
 def save_figure(figure: plt.Figure, path: str | Path) -> None:
     """Save a figure as PNG atomically (a temporary file renamed into place) and close it."""
     figure.tight_layout()
-    path = Path(path)
-    partial = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.partial.png")
-    figure.savefig(partial, dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    partial.replace(path)
+    try:
+        with replacing(path) as partial:
+            figure.savefig(partial, format="png", dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
 
 
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import queue
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -21,7 +19,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from simpsons.bundle import write_atomically
+from simpsons.bundle import replacing, write_atomically
 from simpsons.data import NO_CHARACTER, gather_files
 from simpsons.errors import SimpsonsError
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
@@ -642,23 +640,6 @@ def video_encoder() -> str:
     return "mpeg4"
 
 
-@contextmanager
-def _partial_file(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target`` that replaces it when the block succeeds, and is removed otherwise."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    try:
-        yield Path(partial)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
 class _Annotator:
     """Encodes each frame with the latest sample's labels drawn on it, keeping the frame's timestamp."""
 
@@ -724,7 +705,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
     bar = tqdm(total=total or None, unit="frame", desc=f"annotating {Path(path).name}", leave=False,
                disable=None if progress else True, dynamic_ncols=True)
     try:
-        with _partial_file(Path(target)) as partial, av.open(str(partial), "w", format="mp4") as output:
+        with replacing(Path(target)) as partial, av.open(str(partial), "w", format="mp4") as output:
             annotator = _Annotator(output, stream, times, labels)
             audio, audio_out, reencode = _add_audio(output, container)
             for is_video, item in _demuxed(container, stream, audio, reencode, path):
