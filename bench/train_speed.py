@@ -1,0 +1,117 @@
+"""Training speed of the article's `seed` model: our pipeline against the article's, in one process.
+
+The article fed `model.fit` from Keras' old ImageDataGenerator: every picture rotated, shifted and
+flipped one at a time on the CPU by scipy (`ndimage.affine_transform`, order 1, nearest fill), then
+the batch handed to the network. `simpsons train` keeps the pictures as one array and does the same
+augmentation inside the training graph (`models.RandomAffine`, batched). The network alone (no
+augmentation at all) is the ceiling. The three run interleaved, one epoch each per repeat.
+
+Usage: python bench/train_speed.py [--steps 40] [--repeats 3]   (KERAS_BACKEND picks the backend)
+Prints one JSON object: median images/s of each pipeline and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from simpsons.data import load_images  # noqa: E402
+from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
+from simpsons.training import PRESETS, build_optimizer  # noqa: E402
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+
+
+def article_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One picture as ImageDataGenerator(rotation_range=10, width/height_shift_range=0.1,
+    horizontal_flip=True) transformed it, plus the article's Gaussian noise."""
+    height, width = image.shape[:2]
+    angle = np.deg2rad(rng.uniform(-10, 10))
+    shift = rng.uniform(-0.1, 0.1, 2) * (height, width)
+    cos, sin = np.cos(angle), np.sin(angle)
+    matrix = np.array([[cos, -sin], [sin, cos]])
+    centre = np.array([height, width]) / 2 - 0.5
+    offset = centre - matrix @ centre + shift
+    out = np.stack([ndimage.affine_transform(image[..., c], matrix, offset, order=1, mode="nearest")
+                    for c in range(image.shape[-1])], axis=-1)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return out + rng.normal(0, 0.015 * 255, out.shape).astype(np.float32)
+
+
+class ArticleBatches(keras.utils.PyDataset):
+    """Shuffled batches, each picture augmented in Python as the article's generator did."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int):
+        super().__init__()
+        self.images, self.labels, self.batch_size = images.astype(np.float32), labels, batch_size
+        self.rng = np.random.default_rng(0)
+        self.order = self.rng.permutation(len(images))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        batch = np.stack([article_augment(self.images[i], self.rng) for i in chosen])
+        return batch, self.labels[chosen]
+
+
+def compiled(model: keras.Model, steps: int) -> keras.Model:
+    model.compile(optimizer=build_optimizer(PRESETS["article"], steps), loss="categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=40, help="batches of 32 per timed epoch")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    recipe = PRESETS["article"]
+    samples = load_images(SAMPLES, recipe.image_size, use_cache=False)
+    count = args.steps * recipe.batch_size
+    images = np.resize(samples.images, (count, *samples.images.shape[1:]))
+    labels = np.eye(len(samples.characters), dtype=np.float32)[np.resize(samples.labels, count)]
+    classes, size = len(samples.characters), recipe.image_size
+
+    article = compiled(build_seed(classes, size), args.steps)
+    alone = compiled(build_seed(classes, size), args.steps)
+    ours = compiled(build_training_model(build_seed(classes, size), build_augmentation("article", size, 0)), args.steps)
+    runs = {
+        "article_pipeline": lambda: article.fit(ArticleBatches(images, labels, recipe.batch_size), epochs=1, verbose=0),
+        "ours": lambda: ours.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0),
+        "network_alone": lambda: alone.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for repeat in range(args.repeats + 1):  # the first round warms up (graph tracing) and is dropped
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            if repeat:
+                seconds[name].append(time.perf_counter() - start)
+    speed = {name: count / statistics.median(times) for name, times in seconds.items()}
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "images_per_epoch": count, "repeats": args.repeats,
+        **{f"{name}_images_per_second": round(value, 1) for name, value in speed.items()},
+        "ours_vs_article_pipeline": round(speed["ours"] / speed["article_pipeline"], 2),
+        "ours_vs_network_alone": round(speed["ours"] / speed["network_alone"], 2),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
