@@ -40,14 +40,25 @@ def timed(function, repeats: int) -> list[float]:
     return times
 
 
+def machine() -> str:
+    """The processor and its number of cores, for the benchmark's record."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def repeated_samples(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The sample pictures repeated to ``count`` images, with one-hot labels."""
+    samples = load_images(SAMPLES, image_size, use_cache=False)
+    images = np.resize(samples.images, (count, *samples.images.shape[1:]))
+    labels = np.eye(len(samples.characters), dtype=np.float32)[np.resize(samples.labels, count)]
+    return images, labels
+
+
 def training_speed(preset: str, steps: int, repeats: int) -> float:
     """Images/s of ``model.fit`` as ``simpsons train`` runs it (augmentation in the graph)."""
     recipe = PRESETS[preset]
-    samples = load_images(SAMPLES, recipe.image_size, use_cache=False)
     count = steps * recipe.batch_size
-    images = np.resize(samples.images, (count, *samples.images.shape[1:]))
-    labels = np.eye(len(samples.characters), dtype=np.float32)[np.resize(samples.labels, count)]
-    classifier = get_architecture(recipe.arch).build(len(samples.characters), recipe.image_size)
+    images, labels = repeated_samples(recipe.image_size, count)
+    classifier = get_architecture(recipe.arch).build(labels.shape[1], recipe.image_size)
     model = build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, 0))
     model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
     seconds = timed(lambda: model.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0), repeats)
@@ -90,7 +101,7 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=20)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+    result = {"machine": machine(),
               "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d")}
     if not args.skip_training:
         result["train_seed_images_per_second"] = training_speed("article", args.train_steps, args.repeats)

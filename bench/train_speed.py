@@ -16,7 +16,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 
@@ -26,11 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from simpsons.data import load_images  # noqa: E402
 from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
-from simpsons.training import PRESETS, build_optimizer  # noqa: E402
-
-SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+from simpsons.training import PRESETS, Recipe, build_optimizer  # noqa: E402
+from speed import machine, repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
 
 
 def article_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,9 +65,8 @@ class ArticleBatches(keras.utils.PyDataset):
         return batch, self.labels[chosen]
 
 
-def compiled(model: keras.Model, steps: int) -> keras.Model:
-    model.compile(optimizer=build_optimizer(PRESETS["article"], steps), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
+def compiled(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
+    model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
@@ -80,15 +76,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     recipe = PRESETS["article"]
-    samples = load_images(SAMPLES, recipe.image_size, use_cache=False)
     count = args.steps * recipe.batch_size
-    images = np.resize(samples.images, (count, *samples.images.shape[1:]))
-    labels = np.eye(len(samples.characters), dtype=np.float32)[np.resize(samples.labels, count)]
-    classes, size = len(samples.characters), recipe.image_size
+    images, labels = repeated_samples(recipe.image_size, count)
+    classes, size = labels.shape[1], recipe.image_size
 
-    article = compiled(build_seed(classes, size), args.steps)
-    alone = compiled(build_seed(classes, size), args.steps)
-    ours = compiled(build_training_model(build_seed(classes, size), build_augmentation("article", size, 0)), args.steps)
+    article = compiled(build_seed(classes, size), recipe, args.steps)
+    alone = compiled(build_seed(classes, size), recipe, args.steps)
+    ours = compiled(build_training_model(build_seed(classes, size), build_augmentation("article", size, 0)),
+                    recipe, args.steps)
     runs = {
         "article_pipeline": lambda: article.fit(ArticleBatches(images, labels, recipe.batch_size), epochs=1, verbose=0),
         "ours": lambda: ours.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0),
@@ -103,7 +98,7 @@ def main() -> None:
                 seconds[name].append(time.perf_counter() - start)
     speed = {name: count / statistics.median(times) for name, times in seconds.items()}
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
         "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d %H:%M"),
         "images_per_epoch": count, "repeats": args.repeats,
         **{f"{name}_images_per_second": round(value, 1) for name, value in speed.items()},

@@ -705,7 +705,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
     bar = tqdm(total=total or None, unit="frame", desc=f"annotating {Path(path).name}", leave=False,
                disable=None if progress else True, dynamic_ncols=True)
     try:
-        with replacing(Path(target)) as partial, av.open(str(partial), "w", format="mp4") as output:
+        with replacing(target) as partial, av.open(str(partial), "w", format="mp4") as output:
             annotator = _Annotator(output, stream, times, labels)
             audio, audio_out, reencode = _add_audio(output, container)
             for is_video, item in _demuxed(container, stream, audio, reencode, path):
