@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -20,6 +19,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 from simpsons.data import load_images, open_rgb  # noqa: E402
 from simpsons.export import export_onnx, export_onnx_int8  # noqa: E402
 from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
@@ -38,11 +38,6 @@ def timed(function, repeats: int) -> list[float]:
         function()
         times.append(time.perf_counter() - start)
     return times
-
-
-def machine() -> str:
-    """The processor and its number of cores, for the benchmark's record."""
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
 def repeated_samples(image_size: int, count: int) -> tuple[np.ndarray, np.ndarray]:

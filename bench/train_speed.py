@@ -27,7 +27,8 @@ from scipy import ndimage  # noqa: E402
 
 from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
 from simpsons.training import PRESETS, Recipe, build_optimizer  # noqa: E402
-from speed import machine, repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
+from machine import machine  # noqa: E402
+from speed import repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
 
 
 def article_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 from simpsons.bundle import load_bundle  # noqa: E402
 from simpsons.export import export_onnx  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
@@ -161,7 +161,7 @@ def main() -> None:
         onnx = scratch / "model.onnx"
         export_onnx(load_bundle(args.model), onnx)
         info = probe(clip)
-        report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        report = {"machine": machine(),
                   "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
                   "long_clip": {"seconds": round(info.duration, 1), "frames": info.frames,
                                 "size": f"{info.width}x{info.height}", "fps": round(info.fps, 2)},

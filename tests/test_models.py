@@ -33,7 +33,7 @@ def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small"}
+    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_small_hr"}
     for name, arch in ARCHITECTURES.items():
         assert get_architecture(name) is arch
         assert arch.augmentation in ("article", "strong")
@@ -164,3 +164,15 @@ def test_random_affine_survives_a_save_and_load(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "augment.keras")
     config = loaded.layers[0].get_config()
     assert (config["rotation_degrees"], config["shift"], config["zoom"]) == (5.0, 0.05, [0.9, 1.2])
+
+
+def test_pooling_stem_quarters_the_picture_before_the_blocks():
+    plain = get_architecture("resnet_small").build(20, 96)
+    pooled = get_architecture("resnet_small_hr").build(20, 96)
+
+    def first_block_size(model):
+        return next(layer.output.shape[1] for layer in model.layers if isinstance(layer, layers.Add))
+
+    assert first_block_size(plain) == 48 and first_block_size(pooled) == 24
+    # same blocks and widths: the pooling stem adds no weights
+    assert pooled.count_params() == plain.count_params()
