@@ -124,3 +124,10 @@ def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):
     code, _, err = run_cli(capsys, "export", tmp_path / "nothing.simpsons", "--onnx", tmp_path / "out.onnx")
     assert code == 2 and "nothing.simpsons" in one_line_error(err)
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_features_need_the_keras_bundle(shipped_onnx: Path, samples_dir: Path):
+    images = datasets.load_images(samples_dir, 64).images[:2]
+    assert Predictor.load().features(images).shape[0] == 2
+    with pytest.raises(SimpsonsError, match="features need the Keras bundle"):
+        Predictor.load(shipped_onnx).features(images)

@@ -15,6 +15,7 @@ from simpsons.models import (
     build_augmentation,
     build_seed,
     build_training_model,
+    features_network,
     get_architecture,
     logits_network,
 )
@@ -33,7 +34,7 @@ def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_small_hr"}
+    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr"}
     for name, arch in ARCHITECTURES.items():
         assert get_architecture(name) is arch
         assert arch.augmentation in ("article", "strong")
@@ -176,3 +177,15 @@ def test_pooling_stem_quarters_the_picture_before_the_blocks():
     assert first_block_size(plain) == 48 and first_block_size(pooled) == 24
     # same blocks and widths: the pooling stem adds no weights
     assert pooled.count_params() == plain.count_params()
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_features_are_what_the_final_layer_turns_into_logits(name, batch):
+    images, _ = batch
+    model = ARCHITECTURES[name].build(20, SIZE)
+    features = np.asarray(features_network(model).predict_on_batch(images))
+    weights, bias = model.get_layer("probabilities").get_weights()
+
+    assert features.shape == (8, weights.shape[0])
+    logits = np.asarray(logits_network(model).predict_on_batch(images))
+    np.testing.assert_allclose(features @ weights + bias, logits, rtol=1e-4, atol=1e-4)

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "shot-aware validation split (the data studied then only measures them)")
     confidence.add_argument("--unknown", metavar="DATA",
                             help="labelled images whose characters the model does not know (others are ignored): "
-                                 "AUROC of known against unknown and the share rejected")
+                                 "AUROC of known against unknown per score and per unknown character, and the "
+                                 "share rejected; with --calibrate also the nearest-training-picture score")
     confidence.add_argument("--write", action="store_true",
                             help="store the thresholds and the temperature in the --model bundle (needs --calibrate)")
     label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",

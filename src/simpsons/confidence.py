@@ -19,6 +19,7 @@ from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, evaluate, plt, pretty, save_figure
+from simpsons.export import OnnxNetwork
 from simpsons.prediction import Predictor, softmax
 
 FIGURES = ("best", "gap", "std")
@@ -273,20 +274,22 @@ def plot_reliability(diagrams: dict[str, dict], path: str | Path) -> None:
     save_figure(figure, path)
 
 
-def validation_split(train_data: str | Path, bundle: Bundle) -> datasets.LabelledImages:
-    """The bundle's shot-aware validation images, recomputed from its training folder."""
+def shot_aware_parts(train_data: str | Path, bundle: Bundle) -> tuple[datasets.LabelledImages, datasets.LabelledImages]:
+    """The bundle's shot-aware training and validation images, recomputed from its training folder."""
     images = datasets.load_images(train_data, bundle.image_size)
     images = datasets.select_characters(images, characters=bundle.characters)
-    _, validation = datasets.shot_aware_split(
+    training, validation = datasets.shot_aware_split(
         images, seed=int(bundle.metadata.get("seed", 0)),
         validation_fraction=float(bundle.metadata.get("validation_fraction", 0.15)),
     )
-    return images.subset(validation)
+    return images.subset(training), images.subset(validation)
 
 
 # --------------------------------------------------------------------------- unknown characters
 
 KNOWN_KEPT = 0.95
+NEIGHBOURS = 10
+NEIGHBOUR_SCORE = f"similarity to the {NEIGHBOURS}th nearest training picture"
 
 
 def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
@@ -297,29 +300,67 @@ def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dic
             "max logit": logits.max(axis=1), "energy": logsumexp(logits, axis=1)}
 
 
-def open_set_figures(known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None) -> dict:
+def nearest_neighbour_similarity(reference: np.ndarray, features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Cosine similarity of each ``features`` row to its k-th most similar ``reference`` row.
+
+    The deep nearest-neighbour score (Sun et al., 2022) on the network's pooled features: a picture
+    far from every training picture likely shows someone the model never saw.
+    """
+    reference, features = _unit_rows(reference), _unit_rows(features)
+    k = min(k, len(reference))
+    similarity = np.empty(len(features), np.float32)
+    for start in range(0, len(features), 512):
+        block = features[start : start + 512] @ reference.T
+        similarity[start : start + 512] = np.partition(block, -k, axis=1)[:, -k]
+    return similarity
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def open_set_figures(
+    known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None, *,
+    unknown_names: list[str] | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict:
     """How well each candidate score tells known characters from unknown ones.
 
     Per score: AUROC (known = positive), and the share of unknown images rejected at the
     threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
     with the highest AUROC. The "energy" score is the log-sum-exp of the logits (the negative free energy).
+    ``neighbours`` adds the nearest-training-picture similarity of the known and unknown images;
+    ``unknown_names`` (each unknown image's character) adds the best score's AUROC per unknown character.
     """
-    from sklearn.metrics import roc_auc_score
-
     known = open_set_scores(known_logits, temperature)
     unknown = open_set_scores(unknown_logits, temperature)
-    labels = np.r_[np.ones(len(known_logits)), np.zeros(len(unknown_logits))]
+    if neighbours is not None:
+        known[NEIGHBOUR_SCORE], unknown[NEIGHBOUR_SCORE] = neighbours
     scores = {}
     for name in known:
         kept_from = float(np.quantile(known[name], 1 - KNOWN_KEPT))
         scores[name] = {
-            "auroc": float(roc_auc_score(labels, np.r_[known[name], unknown[name]])),
+            "auroc": _auroc(known[name], unknown[name]),
             "threshold_keeping_95_percent_known": kept_from,
             "unknown_rejected_share": float(np.mean(unknown[name] < kept_from)),
         }
     best = max(scores, key=lambda name: scores[name]["auroc"])
-    return {"known_images": int(len(known_logits)), "unknown_images": int(len(unknown_logits)),
-            "scores": scores, "best": best}
+    figures = {"known_images": int(len(known_logits)), "unknown_images": int(len(unknown_logits)),
+               "scores": scores, "best": best}
+    if unknown_names is not None:
+        names = np.asarray(unknown_names)
+        per_character = {name: {"images": int(np.sum(names == name)),
+                                "auroc": _auroc(known[best], unknown[best][names == name])}
+                         for name in sorted(set(unknown_names))}
+        figures["per_unknown_character"] = dict(sorted(per_character.items(), key=lambda item: item[1]["auroc"]))
+    return figures
+
+
+def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve of a score telling known (positive) from unknown images."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown]))
 
 
 def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
@@ -373,7 +414,8 @@ def run_study(
     """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload.
 
     With ``calibrate`` (the training folder), the temperature and the recommended thresholds are
-    chosen on the bundle's shot-aware validation split; ``data_dir`` only measures them.
+    chosen on the bundle's shot-aware validation split; ``data_dir`` only measures them. With
+    ``unknown`` too, its training split is the reference of the nearest-training-picture score.
     """
     if character is not None and character not in bundle.characters:
         raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
@@ -382,7 +424,8 @@ def run_study(
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
     predictor = Predictor(bundle, raw=True)
     result = _evaluate_known(predictor, data_dir, log)
-    validation = evaluate(predictor, validation_split(calibrate, bundle)) if calibrate is not None else None
+    training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
+    validation = evaluate(predictor, validation_images) if calibrate is not None else None
     calibration = _calibration(bundle, result, validation, calibrate)
     temperature = calibration["temperature"]
     probabilities = softmax(result.logits, temperature)
@@ -415,9 +458,14 @@ def run_study(
     log(describe_calibration(calibration))
     open_set = None
     if unknown is not None:
-        strangers = predictor.logits(unknown_images(unknown, bundle).images)
-        open_set = open_set_figures(result.logits, strangers, temperature)
-        plot_open_set(probabilities, softmax(strangers, temperature), open_set, report_dir / "open_set.png")
+        strangers = unknown_images(unknown, bundle)
+        strangers_logits = predictor.logits(strangers.images)
+        neighbours = None
+        if training is not None and not isinstance(bundle.model, OnnxNetwork):
+            neighbours = _neighbour_scores(predictor, training.images, data_dir, strangers.images)
+        open_set = open_set_figures(result.logits, strangers_logits, temperature, neighbours=neighbours,
+                                    unknown_names=[strangers.characters[label] for label in strangers.labels])
+        plot_open_set(probabilities, softmax(strangers_logits, temperature), open_set, report_dir / "open_set.png")
         written.append("open_set.png")
         log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
@@ -446,6 +494,16 @@ def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> Evaluati
     for name, paths in result.unknown_paths.items():
         log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
     return result
+
+
+def _neighbour_scores(predictor: Predictor, training_pixels: np.ndarray, data_dir: str | Path,
+                      unknown_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The nearest-training-picture similarity of the known images of ``data_dir`` (in ``evaluate``'s
+    order) and of the unknown images."""
+    known = datasets.relabel(datasets.load_images(data_dir, predictor.image_size), predictor.characters)
+    reference = predictor.features(training_pixels)
+    return (nearest_neighbour_similarity(reference, predictor.features(known.images)),
+            nearest_neighbour_similarity(reference, predictor.features(unknown_pixels)))
 
 
 def _calibration(bundle: Bundle, result: Evaluation, validation: Evaluation | None,
@@ -489,6 +547,10 @@ def describe_open_set(figures: dict) -> str:
                      f"(>= {score['threshold_keeping_95_percent_known']:.2f}) rejects "
                      f"{score['unknown_rejected_share']:.0%} of unknown ones")
     lines.append(f"  best score: {figures['best']}")
+    hardest = list(figures.get("per_unknown_character", {}).items())[:5]
+    if hardest:
+        lines.append("  hardest unknown characters (AUROC of the best score): "
+                     + ", ".join(f"{name} {figure['auroc']:.2f} ({figure['images']})" for name, figure in hardest))
     return "\n".join(lines)
 
 

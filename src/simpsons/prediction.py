@@ -72,6 +72,7 @@ class Predictor:
         self.character_thresholds = {} if raw else dict(bundle.character_thresholds or {})
         self.temperature = None if raw else bundle.temperature
         self.batch_size = batch_size
+        self._features = None
         if isinstance(bundle.model, OnnxNetwork):  # an exported network gives logits already
             self.network = bundle.model
         else:  # Keras loads here, not at import: commands that need no network start fast
@@ -96,8 +97,23 @@ class Predictor:
         """The network's logits for a ``(n, size, size, 3)`` uint8 batch of any length."""
         if len(pixels) == 0:
             return np.zeros((0, len(self.characters)), np.float32)
+        return self._in_batches(self.network, pixels)
+
+    def features(self, pixels: np.ndarray) -> np.ndarray:
+        """The pooled features behind the logits (the final layer's input) for a uint8 batch; Keras bundles only."""
+        if self._features is None:
+            if isinstance(self.bundle.model, OnnxNetwork):
+                raise SimpsonsError("features need the Keras bundle, not an exported .onnx model")
+            from simpsons.models import features_network
+
+            self._features = features_network(self.bundle.model)
+        if len(pixels) == 0:
+            return np.zeros((0, self._features.output_shape[-1]), np.float32)
+        return self._in_batches(self._features, pixels)
+
+    def _in_batches(self, network, pixels: np.ndarray) -> np.ndarray:
         chunks = [
-            np.asarray(self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
+            np.asarray(network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
             for start in range(0, len(pixels), self.batch_size)
         ]
         return np.concatenate(chunks)
