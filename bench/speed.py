@@ -24,7 +24,7 @@ from simpsons.data import load_images, open_rgb  # noqa: E402
 from simpsons.export import export_onnx, export_onnx_int8  # noqa: E402
 from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
-from simpsons.training import PRESETS, build_optimizer  # noqa: E402
+from simpsons.training import PRESETS, Recipe, build_optimizer  # noqa: E402
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 
@@ -48,14 +48,20 @@ def repeated_samples(image_size: int, count: int) -> tuple[np.ndarray, np.ndarra
     return images, labels
 
 
+def compiled(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
+    """``model`` compiled with ``recipe``'s optimizer and schedule, as the speed benches train it."""
+    model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def training_speed(preset: str, steps: int, repeats: int) -> float:
     """Images/s of ``model.fit`` as ``simpsons train`` runs it (augmentation in the graph)."""
     recipe = PRESETS[preset]
     count = steps * recipe.batch_size
     images, labels = repeated_samples(recipe.image_size, count)
     classifier = get_architecture(recipe.arch).build(labels.shape[1], recipe.image_size)
-    model = build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, 0))
-    model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
+    model = compiled(build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, 0)),
+                     recipe, steps)
     seconds = timed(lambda: model.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0), repeats)
     return count / statistics.median(seconds)
 

@@ -26,9 +26,9 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
-from simpsons.training import PRESETS, Recipe, build_optimizer  # noqa: E402
+from simpsons.training import PRESETS  # noqa: E402
 from machine import machine  # noqa: E402
-from speed import repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
+from speed import compiled, repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
 
 
 def article_augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -64,11 +64,6 @@ class ArticleBatches(keras.utils.PyDataset):
         chosen = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         batch = np.stack([article_augment(self.images[i], self.rng) for i in chosen])
         return batch, self.labels[chosen]
-
-
-def compiled(model: keras.Model, recipe: Recipe, steps: int) -> keras.Model:
-    model.compile(optimizer=build_optimizer(recipe, steps), loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def main() -> None:

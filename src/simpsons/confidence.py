@@ -423,9 +423,9 @@ def run_study(
     if target_precision is not None and not 0 < target_precision <= 1:
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
     predictor = Predictor(bundle, raw=True)
-    result = _evaluate_known(predictor, data_dir, log)
+    known, result = _evaluate_known(predictor, data_dir, log)
     training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
-    validation = evaluate(predictor, validation_images) if calibrate is not None else None
+    validation = evaluate(predictor, validation_images) if validation_images is not None else None
     calibration = _calibration(bundle, result, validation, calibrate)
     temperature = calibration["temperature"]
     probabilities = softmax(result.logits, temperature)
@@ -462,7 +462,9 @@ def run_study(
         strangers_logits = predictor.logits(strangers.images)
         neighbours = None
         if training is not None and not isinstance(bundle.model, OnnxNetwork):
-            neighbours = _neighbour_scores(predictor, training.images, data_dir, strangers.images)
+            reference = predictor.features(training.images)
+            neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
+                          nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
         open_set = open_set_figures(result.logits, strangers_logits, temperature, neighbours=neighbours,
                                     unknown_names=[strangers.characters[label] for label in strangers.labels])
         plot_open_set(probabilities, softmax(strangers_logits, temperature), open_set, report_dir / "open_set.png")
@@ -483,8 +485,9 @@ def run_study(
     return Study(payload=payload, temperature=temperature, recommended=recommended)
 
 
-def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> Evaluation:
-    """The raw network's answers on the images of ``data_dir`` showing characters it knows."""
+def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> tuple[datasets.LabelledImages, Evaluation]:
+    """The images of ``data_dir`` showing characters the model knows (in ``evaluate``'s order),
+    and the raw network's answers on them."""
     images = datasets.load_images(data_dir, predictor.image_size)
     if images.bad_files:
         log(datasets.describe_bad_files(images.bad_files))
@@ -493,17 +496,7 @@ def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> Evaluati
         raise SimpsonsError(f"none of the images in {data_dir} shows a character the model knows")
     for name, paths in result.unknown_paths.items():
         log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
-    return result
-
-
-def _neighbour_scores(predictor: Predictor, training_pixels: np.ndarray, data_dir: str | Path,
-                      unknown_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The nearest-training-picture similarity of the known images of ``data_dir`` (in ``evaluate``'s
-    order) and of the unknown images."""
-    known = datasets.relabel(datasets.load_images(data_dir, predictor.image_size), predictor.characters)
-    reference = predictor.features(training_pixels)
-    return (nearest_neighbour_similarity(reference, predictor.features(known.images)),
-            nearest_neighbour_similarity(reference, predictor.features(unknown_pixels)))
+    return datasets.relabel(images, predictor.characters), result
 
 
 def _calibration(bundle: Bundle, result: Evaluation, validation: Evaluation | None,
