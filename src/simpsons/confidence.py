@@ -442,11 +442,9 @@ def run_study(
     written = _plot_scatters(figures, correct, true, bundle, character, report_dir)
 
     curves = threshold_curves(probabilities, true, bundle.characters)
-    chosen_on = curves if validation is None else threshold_curves(
-        softmax(validation.logits, temperature), validation.true, bundle.characters)
-    recommended = recommend_thresholds(chosen_on, Objective(target_precision))
-    recommended["chosen_on"] = str(data_dir) if validation is None else f"shot-aware validation split of {calibrate}"
-    recommended["on_data"] = _point(curves["overall"], curves["thresholds"], recommended["threshold"])
+    recommended = _recommendation(curves, validation, temperature, bundle.characters, Objective(target_precision),
+                                  chosen_on=str(data_dir) if validation is None else
+                                  f"shot-aware validation split of {calibrate}")
     log(describe_recommendation(recommended, curves))
     plot_threshold_overall(curves, recommended, report_dir / "threshold_overall.png")
     plot_threshold_per_character(curves, recommended, report_dir / "threshold_per_character.png")
@@ -458,16 +456,8 @@ def run_study(
     log(describe_calibration(calibration))
     open_set = None
     if unknown is not None:
-        strangers = unknown_images(unknown, bundle)
-        strangers_logits = predictor.logits(strangers.images)
-        neighbours = None
-        if training is not None and not isinstance(bundle.model, OnnxNetwork):
-            reference = predictor.features(training.images)
-            neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
-                          nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
-        open_set = open_set_figures(result.logits, strangers_logits, temperature, neighbours=neighbours,
-                                    unknown_names=[strangers.characters[label] for label in strangers.labels])
-        plot_open_set(probabilities, softmax(strangers_logits, temperature), open_set, report_dir / "open_set.png")
+        open_set = _open_set_study(predictor, known, result.logits, unknown, training, temperature,
+                                   report_dir / "open_set.png")
         written.append("open_set.png")
         log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
@@ -483,6 +473,37 @@ def run_study(
         "plots": written,
     }
     return Study(payload=payload, temperature=temperature, recommended=recommended)
+
+
+def _recommendation(curves: dict, validation: Evaluation | None, temperature: float | None,
+                    characters: list[str], objective: Objective, chosen_on: str) -> dict:
+    """The thresholds chosen on the validation split (else on the studied data) and where they land on ``curves``."""
+    if validation is not None:
+        curves_to_choose_on = threshold_curves(softmax(validation.logits, temperature), validation.true, characters)
+    else:
+        curves_to_choose_on = curves
+    recommended = recommend_thresholds(curves_to_choose_on, objective)
+    recommended["chosen_on"] = chosen_on
+    recommended["on_data"] = _point(curves["overall"], curves["thresholds"], recommended["threshold"])
+    return recommended
+
+
+def _open_set_study(predictor: Predictor, known: datasets.LabelledImages, known_logits: np.ndarray,
+                    unknown: str | Path, training: datasets.LabelledImages | None, temperature: float | None,
+                    plot_path: Path) -> dict:
+    """Known against unknown characters by every score; the nearest-picture score needs the training
+    split and a Keras bundle."""
+    strangers = unknown_images(unknown, predictor.bundle)
+    strangers_logits = predictor.logits(strangers.images)
+    neighbours = None
+    if training is not None and not isinstance(predictor.bundle.model, OnnxNetwork):
+        reference = predictor.features(training.images)
+        neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
+                      nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
+    open_set = open_set_figures(known_logits, strangers_logits, temperature, neighbours=neighbours,
+                                unknown_names=[strangers.characters[label] for label in strangers.labels])
+    plot_open_set(softmax(known_logits, temperature), softmax(strangers_logits, temperature), open_set, plot_path)
+    return open_set
 
 
 def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> tuple[datasets.LabelledImages, Evaluation]:
