@@ -16,6 +16,7 @@ from simpsons import data as datasets
 from simpsons import training
 from simpsons.bundle import load_bundle
 from simpsons.errors import SimpsonsError
+from simpsons.models import ARCHITECTURES
 from simpsons.training import (
     BUNDLE_NAME,
     PRESETS,
@@ -43,7 +44,7 @@ def state(run: Path) -> dict:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"article", "article6", "strong", "laptop"}
+    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "laptop_long"}
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
         "seed", 64, "rmsprop", 1e-4, 32)
@@ -54,8 +55,15 @@ def test_presets_and_overrides():
     assert resolve_recipe(None, "resnet").name == "strong"
     assert resolve_recipe(None, "resnet_small").name == "laptop"
     assert resolve_recipe(None, None).name == "article"
+    assert resolve_recipe(None, "resnet_small_hr").image_size == 96
     assert resolve_recipe("strong", "seed").arch == "seed"
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_architecture_has_a_default_preset(arch):
+    recipe = resolve_recipe(None, arch)
+    assert recipe.arch == arch and recipe.name in PRESETS
 
 
 @pytest.mark.parametrize(
