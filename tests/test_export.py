@@ -127,7 +127,8 @@ def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):
 
 
 def test_features_need_the_keras_bundle(shipped_onnx: Path, samples_dir: Path):
-    images = datasets.load_images(samples_dir, 64).images[:2]
-    assert Predictor.load().features(images).shape[0] == 2
+    keras_predictor = Predictor.load()
+    images = datasets.load_images(samples_dir, keras_predictor.image_size).images[:2]
+    assert keras_predictor.features(images).shape[0] == 2
     with pytest.raises(SimpsonsError, match="features need the Keras bundle"):
         Predictor.load(shipped_onnx).features(images)

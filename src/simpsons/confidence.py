@@ -146,7 +146,12 @@ class Objective:
 
 
 def recommend_thresholds(curves: dict, objective: Objective) -> dict:
-    """The recommended global threshold and per-character ones (characters absent or unmet are left out)."""
+    """The recommended global threshold and per-character ones (characters absent or unmet are left out).
+
+    A character's own threshold is never below the global one: the pictures the thresholds are chosen
+    on show known characters only, so a character the model rarely gets wrong would otherwise get
+    threshold 0 and every stranger taken for them would be accepted.
+    """
     thresholds = curves["thresholds"]
     overall = objective.choose(curves["overall"], thresholds)
     per_character, unmet = {}, []
@@ -157,8 +162,10 @@ def recommend_thresholds(curves: dict, objective: Objective) -> dict:
         if chosen is None:
             unmet.append(name)
         else:
-            per_character[name] = chosen
-    return {"objective": objective.describe(), "target_precision": objective.target_precision,
+            per_character[name] = chosen if overall is None else max(chosen, overall)
+    return {"objective": objective.describe() + ("" if overall is None else "; a character's own threshold "
+                                                 "is never below the global one"),
+            "target_precision": objective.target_precision,
             "threshold": overall, "reachable": overall is not None, "character_thresholds": per_character,
             "characters_unreachable": unmet, "at_threshold": _point(curves["overall"], thresholds, overall)}
 
@@ -290,6 +297,7 @@ def shot_aware_parts(train_data: str | Path, bundle: Bundle) -> tuple[datasets.L
 KNOWN_KEPT = 0.95
 NEIGHBOURS = 10
 NEIGHBOUR_SCORE = f"similarity to the {NEIGHBOURS}th nearest training picture"
+COMBINED_SCORE = "best probability + nearest picture"
 
 
 def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
@@ -315,6 +323,16 @@ def nearest_neighbour_similarity(reference: np.ndarray, features: np.ndarray, k:
     return similarity
 
 
+def combined_score(probability: np.ndarray, similarity: np.ndarray,
+                   known_probability: np.ndarray, known_similarity: np.ndarray) -> np.ndarray:
+    """The best probability and the nearest-picture similarity, each standardised on pictures of
+    known characters (the validation split), then added: two partly independent signs of a stranger."""
+    def standardised(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return (values - known.mean()) / max(float(known.std()), 1e-12)
+
+    return standardised(probability, known_probability) + standardised(similarity, known_similarity)
+
+
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     matrix = np.asarray(matrix, dtype=np.float32)
     return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
@@ -323,6 +341,7 @@ def _unit_rows(matrix: np.ndarray) -> np.ndarray:
 def open_set_figures(
     known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None, *,
     unknown_names: list[str] | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    standardise_on: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """How well each candidate score tells known characters from unknown ones.
 
@@ -330,12 +349,17 @@ def open_set_figures(
     threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
     with the highest AUROC. The "energy" score is the log-sum-exp of the logits (the negative free energy).
     ``neighbours`` adds the nearest-training-picture similarity of the known and unknown images;
+    with ``standardise_on`` too (best probability and similarity of other known pictures), their
+    ``combined_score``;
     ``unknown_names`` (each unknown image's character) adds the best score's AUROC per unknown character.
     """
     known = open_set_scores(known_logits, temperature)
     unknown = open_set_scores(unknown_logits, temperature)
     if neighbours is not None:
         known[NEIGHBOUR_SCORE], unknown[NEIGHBOUR_SCORE] = neighbours
+        if standardise_on is not None:
+            for side in (known, unknown):
+                side[COMBINED_SCORE] = combined_score(side["best probability"], side[NEIGHBOUR_SCORE], *standardise_on)
     scores = {}
     for name in known:
         kept_from = float(np.quantile(known[name], 1 - KNOWN_KEPT))
@@ -457,7 +481,7 @@ def run_study(
     open_set = None
     if unknown is not None:
         open_set = _open_set_study(predictor, known, result.logits, unknown, training, temperature,
-                                   report_dir / "open_set.png")
+                                   report_dir / "open_set.png", validation=(validation_images, validation))
         written.append("open_set.png")
         log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
@@ -490,17 +514,21 @@ def _recommendation(curves: dict, validation: Evaluation | None, temperature: fl
 
 def _open_set_study(predictor: Predictor, known: datasets.LabelledImages, known_logits: np.ndarray,
                     unknown: str | Path, training: datasets.LabelledImages | None, temperature: float | None,
-                    plot_path: Path) -> dict:
-    """Known against unknown characters by every score; the nearest-picture score needs the training
-    split and a Keras bundle."""
+                    plot_path: Path, validation: tuple[datasets.LabelledImages | None, Evaluation | None]) -> dict:
+    """Known against unknown characters by every score; the nearest-picture and combined scores need
+    the training and validation splits and a Keras bundle."""
     strangers = unknown_images(unknown, predictor.bundle)
     strangers_logits = predictor.logits(strangers.images)
-    neighbours = None
+    neighbours = standardise_on = None
+    validation_images, validation_result = validation
     if training is not None and not isinstance(predictor.bundle.model, OnnxNetwork):
         reference = predictor.features(training.images)
         neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
                       nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
+        standardise_on = (softmax(validation_result.logits, temperature).max(axis=1),
+                          nearest_neighbour_similarity(reference, predictor.features(validation_images.images)))
     open_set = open_set_figures(known_logits, strangers_logits, temperature, neighbours=neighbours,
+                                standardise_on=standardise_on,
                                 unknown_names=[strangers.characters[label] for label in strangers.labels])
     plot_open_set(softmax(known_logits, temperature), softmax(strangers_logits, temperature), open_set, plot_path)
     return open_set
