@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -14,9 +15,10 @@ from PIL import Image
 
 from simpsons import data as datasets
 from simpsons import training
-from simpsons.bundle import load_bundle
+from simpsons.bundle import load_bundle, read_description
 from simpsons.errors import SimpsonsError
 from simpsons.models import ARCHITECTURES
+from simpsons.prediction import default_model_path
 from simpsons.training import (
     BUNDLE_NAME,
     PRESETS,
@@ -58,6 +60,16 @@ def test_presets_and_overrides():
     assert resolve_recipe(None, "resnet_small_hr").image_size == 96
     assert resolve_recipe("strong", "seed").arch == "seed"
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
+
+
+def test_laptop_long_is_the_laptop_recipe_that_trained_the_shipped_model():
+    """MODEL_CARD.md: the shipped model was trained as `--preset laptop --arch resnet_small_hr --image-size 96
+    --epochs 48`; `--preset laptop_long` must stay that recipe."""
+    ran = resolve_recipe("laptop", "resnet_small_hr", image_size=96, epochs=48)
+    named = PRESETS["laptop_long"]
+    assert replace(ran, name=named.name, description=named.description) == named
+    shipped = read_description(default_model_path())["metadata"]["recipe"]
+    assert {**shipped, "name": named.name, "description": named.description} == asdict(named)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
