@@ -525,7 +525,7 @@ def _open_set_study(predictor: Predictor, known: datasets.LabelledImages, known_
         reference = predictor.features(training.images)
         neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
                       nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
-        standardise_on = (softmax(validation_result.logits, temperature).max(axis=1),
+        standardise_on = (open_set_scores(validation_result.logits, temperature)["best probability"],
                           nearest_neighbour_similarity(reference, predictor.features(validation_images.images)))
     open_set = open_set_figures(known_logits, strangers_logits, temperature, neighbours=neighbours,
                                 standardise_on=standardise_on,
