@@ -230,7 +230,7 @@ def test_predict_files_and_images_agree(predictor, sample_paths):
         assert a.best_guess == b.best_guess
         assert a.probability == pytest.approx(b.probability, rel=1e-5)
     as_dict = from_files[0].as_dict()
-    assert set(as_dict) == {"character", "probability", "best_guess", "top_k"}
+    assert set(as_dict) == {"character", "probability", "best_guess", "top_k", "familiarity"}
     assert len(as_dict["top_k"]) == 2
 
 

@@ -73,12 +73,13 @@ def test_predict_samples_with_the_shipped_model(capsys, samples_dir):
 
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["image", "character", "prob"]
+    assert lines[0].split()[:4] == ["image", "character", "prob", "familiar"]  # the shipped stranger detector's
     rows = lines[1:]
     assert len(rows) == 60
     for row, path in zip(rows, sorted(samples_dir.glob("*.jpg"))):
         assert row.split()[0].endswith(path.name)
         assert row.split()[1] in known + [UNKNOWN]
+        assert 0.0 <= float(row.split()[3]) <= 1.0
 
 
 # Measured with `simpsons predict samples` for the shipped model: top-1 accuracy 0.883 on the 60 samples.
@@ -179,7 +180,7 @@ def test_evaluate_counts_unknown_answers_against_recall(capsys, tmp_path, sample
     from simpsons.bundle import load_bundle, save_bundle
 
     bundle = load_bundle(default_model_path())
-    bundle.threshold, bundle.character_thresholds = None, None
+    bundle.threshold, bundle.character_thresholds, bundle.stranger_detector = None, None, None
     plain, strict = tmp_path / "plain.simpsons", tmp_path / "strict.simpsons"
     save_bundle(bundle, plain)
     plain_json, strict_json = tmp_path / "plain.json", tmp_path / "strict.json"

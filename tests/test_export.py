@@ -126,9 +126,9 @@ def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):
     assert not (tmp_path / "out.onnx").exists()
 
 
-def test_features_need_the_keras_bundle(shipped_onnx: Path, samples_dir: Path):
-    keras_predictor = Predictor.load()
-    images = datasets.load_images(samples_dir, keras_predictor.image_size).images[:2]
-    assert keras_predictor.features(images).shape[0] == 2
-    with pytest.raises(SimpsonsError, match="features need the Keras bundle"):
-        Predictor.load(shipped_onnx).features(images)
+def test_the_exported_network_gives_the_features_too(shipped_onnx: Path, samples_dir: Path):
+    keras_predictor, onnx_predictor = Predictor.load(), Predictor.load(shipped_onnx)
+    images = datasets.load_images(samples_dir, keras_predictor.image_size).images[:5]
+    from_keras, from_onnx = keras_predictor.features(images), onnx_predictor.features(images)
+    assert from_keras.shape == (5, 256)
+    np.testing.assert_allclose(from_onnx, from_keras, rtol=1e-3, atol=1e-3)

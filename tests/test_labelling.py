@@ -347,12 +347,12 @@ def test_auto_respects_threshold_and_batches_crops(capsys, monkeypatch, clip, tm
     from simpsons.prediction import Predictor
 
     calls = []
-    original = Predictor.probabilities
+    original = Predictor.score
     def counted(self, pixels):
         calls.append(len(pixels))
         return original(self, pixels)
 
-    monkeypatch.setattr(Predictor, "probabilities", counted)
+    monkeypatch.setattr(Predictor, "score", counted)
     dataset = tmp_path / "set"
     code, out, err = label(capsys, clip, dataset, "--auto", "--model", tiny_bundle, "--min-prob", "0.99",
                            "--keep-unsure")
@@ -379,6 +379,22 @@ def test_auto_respects_threshold_and_batches_crops(capsys, monkeypatch, clip, tm
     assert {r["action"] for r in log_rows(dataset)} == {"auto_dropped"}
     code, out, err = label(capsys, clip, dataset, "--auto", "--model", tiny_bundle, "--min-prob", "0.99")
     assert "resuming: 6 frame(s)" in out and "frames analysed: 0" in out
+
+
+def test_auto_files_unfamiliar_crops_as_unsure(capsys, clip, tmp_path, tiny_bundle):
+    """A stranger detector that finds nothing familiar sends even sure crops to _unsure."""
+    from simpsons.bundle import load_bundle, save_bundle
+    from simpsons.prediction import Predictor
+
+    bundle = load_bundle(tiny_bundle)
+    width = Predictor(bundle).features(np.zeros((1, bundle.image_size, bundle.image_size, 3), np.uint8)).shape[1]
+    bundle.stranger_detector = {"weights": [0.0] * width, "bias": 0.0, "threshold": 0.9}  # familiarity 0.5
+    wary = tmp_path / "wary.simpsons"
+    save_bundle(bundle, wary)
+    dataset = tmp_path / "set"
+    code, out, err = label(capsys, clip, dataset, "--auto", "--model", wary, "--min-prob", "0", "--keep-unsure")
+    assert code == 0, err
+    assert "crops kept for review: 0" in out and len(files_in(dataset / "_review" / "_unsure")) == 6
 
 
 def test_review_accept_relabel_reject_undo_and_duplicates(capsys, monkeypatch, clip, tmp_path, tiny_bundle):

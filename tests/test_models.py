@@ -15,9 +15,8 @@ from simpsons.models import (
     build_augmentation,
     build_seed,
     build_training_model,
-    features_network,
     get_architecture,
-    logits_network,
+    scoring_network,
 )
 from simpsons.prediction import softmax
 
@@ -56,8 +55,8 @@ def test_architecture_builds_and_outputs_probabilities(name, batch):
     # the scaling to [0, 1] is inside the model: raw 0..255 pixels in, no outside preprocessing
     assert isinstance(model.layers[1], layers.Rescaling)
     # the same network without its softmax gives the logits of these probabilities
-    logits = np.asarray(logits_network(model).predict_on_batch(images))
-    np.testing.assert_allclose(softmax(logits), probabilities, atol=1e-5)
+    logits, _ = scoring_network(model).predict_on_batch(images)
+    np.testing.assert_allclose(softmax(np.asarray(logits)), probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
@@ -183,9 +182,8 @@ def test_pooling_stem_quarters_the_picture_before_the_blocks():
 def test_features_are_what_the_final_layer_turns_into_logits(name, batch):
     images, _ = batch
     model = ARCHITECTURES[name].build(20, SIZE)
-    features = np.asarray(features_network(model).predict_on_batch(images))
+    logits, features = (np.asarray(output) for output in scoring_network(model).predict_on_batch(images))
     weights, bias = model.get_layer("probabilities").get_weights()
 
     assert features.shape == (8, weights.shape[0])
-    logits = np.asarray(logits_network(model).predict_on_batch(images))
     np.testing.assert_allclose(features @ weights + bias, logits, rtol=1e-4, atol=1e-4)

@@ -7,7 +7,7 @@ import itertools
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -270,6 +270,16 @@ def test_no_character_answers_put_nobody_on_screen(predictor):
     assert present.sum() == 3 and present[:, predictor.characters.index("bart_simpson")].all()
     assert all(sides[row][predictor.characters.index("bart_simpson")] == {"left"} for row in range(3))
     assert all(label["full"] == CropLabel(UNKNOWN) for label in crop_labels(samples, predictor, 0.5, window=3))
+
+
+def test_unfamiliar_crops_put_nobody_on_screen(predictor):
+    """The shipped stranger detector vetoes a sure answer on a crop it finds unfamiliar."""
+    threshold = predictor.stranger_detector.threshold
+    sure = Prediction("bart_simpson", 0.99, [("bart_simpson", 0.99)], "bart_simpson")
+    samples = [Sample(0.0, {"full": replace(sure, familiarity=threshold / 2),
+                            "left": replace(sure, familiarity=min(1.0, threshold * 2))})]
+    present, _, sides = presence_matrix(samples, predictor, min_prob=0.5)
+    assert present.sum() == 1 and sides[0][predictor.characters.index("bart_simpson")] == {"left"}
 
 
 def test_labels_are_drawn_on_their_halves():

@@ -123,7 +123,7 @@ def test_predictions_match_the_command_line(client):
         assert answer["character"] == character_of(SAMPLES / name) == expected.character
         assert [n for n, _ in answer["top_k"]] == [n for n, _ in expected.top_k]
         assert answer["probability"] == pytest.approx(expected.probability, abs=1e-4)
-        assert set(answer) == {"character", "probability", "best_guess", "top_k", "width", "height"}
+        assert set(answer) == {"character", "probability", "best_guess", "top_k", "familiarity", "width", "height"}
 
 
 def test_heatmap_is_a_normalised_grid(client):

@@ -2,7 +2,7 @@
 
 A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
 ``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
-optional per-character thresholds and softmax temperature, training metadata). It loads under any Keras backend.
+optional per-character thresholds, softmax temperature and stranger detector, training metadata). It loads under any Keras backend.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class Bundle:
     metadata: dict[str, Any] = field(default_factory=dict)
     character_thresholds: dict[str, float] | None = None
     temperature: float | None = None
+    stranger_detector: dict[str, Any] | None = None  # ``StrangerDetector.description()`` (prediction.py)
 
     @classmethod
     def from_description(cls, model: Any, description: dict[str, Any]) -> Bundle:
@@ -53,6 +54,7 @@ class Bundle:
             metadata=description.get("metadata", {}),
             character_thresholds=character_thresholds and {str(k): float(v) for k, v in character_thresholds.items()},
             temperature=float(temperature) if temperature is not None else None,
+            stranger_detector=description.get("stranger_detector"),
         )
 
     def description(self) -> dict[str, Any]:
@@ -66,6 +68,7 @@ class Bundle:
             "threshold": self.threshold,
             "character_thresholds": self.character_thresholds,
             "temperature": self.temperature,
+            "stranger_detector": self.stranger_detector,
             "metadata": self.metadata,
         }
 
@@ -130,6 +133,9 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
     temperature = description.get("temperature")
     if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
         raise SimpsonsError(f"not a simpsons model bundle: {path} (temperature {temperature!r} is not positive)")
+    detector = description.get("stranger_detector")
+    if detector is not None and not (isinstance(detector, dict) and {"weights", "bias", "threshold"} <= set(detector)):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (its stranger detector lacks weights, bias or threshold)")
     return description
 
 

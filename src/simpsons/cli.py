@@ -239,8 +239,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for name, paths in result.unknown_paths.items():
         print(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
     if result.unknown_answers:
-        print(f"answered 'unknown' (below the bundle's threshold) for {result.unknown_answers} of {len(result.true)} "
-              "images: they lower recall and accuracy, not precision")
+        print(f"answered 'unknown' (below the bundle's threshold, or unfamiliar to its stranger detector) for "
+              f"{result.unknown_answers} of {len(result.true)} images: they lower recall and accuracy, not precision")
     metrics = result.as_dict()
     print(f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}; top-1 accuracy of the best "
           f"guesses (thresholds ignored) {metrics['top1_accuracy']:.3f}")
@@ -303,13 +303,17 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def _print_table(paths: list[Path], predictions: list) -> None:
+    """One row per image; a ``familiar`` column when the bundle has a stranger detector."""
     names = [str(p) for p in paths]
     width = min(60, max(len(n) for n in names + ["image"]))
-    print(f"{'image':<{width}}  {'character':<26} {'prob':>5}  top {len(predictions[0].top_k)}")
+    familiar = predictions[0].familiarity is not None
+    print(f"{'image':<{width}}  {'character':<26} {'prob':>5}  " + ("familiar  " if familiar else "")
+          + f"top {len(predictions[0].top_k)}")
     for name, prediction in zip(names, predictions):
         top = ", ".join(f"{n} {p:.2f}" for n, p in prediction.top_k)
         shown = name if len(name) <= width else "..." + name[-(width - 3):]
-        print(f"{shown:<{width}}  {prediction.character:<26} {prediction.probability:>5.2f}  {top}")
+        familiarity = f"{prediction.familiarity:>8.2f}  " if familiar else ""
+        print(f"{shown:<{width}}  {prediction.character:<26} {prediction.probability:>5.2f}  {familiarity}{top}")
 
 
 def run_confidence(args: argparse.Namespace) -> int:
@@ -331,8 +335,9 @@ def run_confidence(args: argparse.Namespace) -> int:
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)
+        detector = "" if study.detector is None else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})"
         print(f"wrote threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character "
-              f"threshold(s) and temperature {bundle.temperature} to {args.model}")
+              f"threshold(s), temperature {bundle.temperature:.4f}{detector} to {args.model}")
     if args.json:
         write_json({"model": str(args.model or default_model_path()), **study.payload}, args.json)
     return 0

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, evaluate, plt, pretty, save_figure
-from simpsons.export import OnnxNetwork
+from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study
 from simpsons.prediction import Predictor, softmax
 
 FIGURES = ("best", "gap", "std")
@@ -292,136 +291,18 @@ def shot_aware_parts(train_data: str | Path, bundle: Bundle) -> tuple[datasets.L
     return images.subset(training), images.subset(validation)
 
 
-# --------------------------------------------------------------------------- unknown characters
-
-KNOWN_KEPT = 0.95
-NEIGHBOURS = 10
-NEIGHBOUR_SCORE = f"similarity to the {NEIGHBOURS}th nearest training picture"
-COMBINED_SCORE = "best probability + nearest picture"
-
-
-def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
-    """Candidate scores of "this shows a known character", per image; higher means surer."""
-    logits = np.asarray(logits, dtype=np.float64)
-    figures = confidence_figures(softmax(logits, temperature))
-    return {"best probability": figures[:, 0], "gap between the two best": figures[:, 1],
-            "max logit": logits.max(axis=1), "energy": logsumexp(logits, axis=1)}
-
-
-def nearest_neighbour_similarity(reference: np.ndarray, features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
-    """Cosine similarity of each ``features`` row to its k-th most similar ``reference`` row.
-
-    The deep nearest-neighbour score (Sun et al., 2022) on the network's pooled features: a picture
-    far from every training picture likely shows someone the model never saw.
-    """
-    reference, features = _unit_rows(reference), _unit_rows(features)
-    k = min(k, len(reference))
-    similarity = np.empty(len(features), np.float32)
-    for start in range(0, len(features), 512):
-        block = features[start : start + 512] @ reference.T
-        similarity[start : start + 512] = np.partition(block, -k, axis=1)[:, -k]
-    return similarity
-
-
-def combined_score(probability: np.ndarray, similarity: np.ndarray,
-                   known_probability: np.ndarray, known_similarity: np.ndarray) -> np.ndarray:
-    """The best probability and the nearest-picture similarity, each standardised on pictures of
-    known characters (the validation split), then added: two partly independent signs of a stranger."""
-    def standardised(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-        return (values - known.mean()) / max(float(known.std()), 1e-12)
-
-    return standardised(probability, known_probability) + standardised(similarity, known_similarity)
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
-
-
-def open_set_figures(
-    known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None, *,
-    unknown_names: list[str] | None = None, neighbours: tuple[np.ndarray, np.ndarray] | None = None,
-    standardise_on: tuple[np.ndarray, np.ndarray] | None = None,
-) -> dict:
-    """How well each candidate score tells known characters from unknown ones.
-
-    Per score: AUROC (known = positive), and the share of unknown images rejected at the
-    threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
-    with the highest AUROC. The "energy" score is the log-sum-exp of the logits (the negative free energy).
-    ``neighbours`` adds the nearest-training-picture similarity of the known and unknown images;
-    with ``standardise_on`` too (best probability and similarity of other known pictures), their
-    ``combined_score``;
-    ``unknown_names`` (each unknown image's character) adds the best score's AUROC per unknown character.
-    """
-    known = open_set_scores(known_logits, temperature)
-    unknown = open_set_scores(unknown_logits, temperature)
-    if neighbours is not None:
-        known[NEIGHBOUR_SCORE], unknown[NEIGHBOUR_SCORE] = neighbours
-        if standardise_on is not None:
-            for side in (known, unknown):
-                side[COMBINED_SCORE] = combined_score(side["best probability"], side[NEIGHBOUR_SCORE], *standardise_on)
-    scores = {}
-    for name in known:
-        kept_from = float(np.quantile(known[name], 1 - KNOWN_KEPT))
-        scores[name] = {
-            "auroc": _auroc(known[name], unknown[name]),
-            "threshold_keeping_95_percent_known": kept_from,
-            "unknown_rejected_share": float(np.mean(unknown[name] < kept_from)),
-        }
-    best = max(scores, key=lambda name: scores[name]["auroc"])
-    figures = {"known_images": int(len(known_logits)), "unknown_images": int(len(unknown_logits)),
-               "scores": scores, "best": best}
-    if unknown_names is not None:
-        names = np.asarray(unknown_names)
-        per_character = {name: {"images": int(np.sum(names == name)),
-                                "auroc": _auroc(known[best], unknown[best][names == name])}
-                         for name in sorted(set(unknown_names))}
-        figures["per_unknown_character"] = dict(sorted(per_character.items(), key=lambda item: item[1]["auroc"]))
-    return figures
-
-
-def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
-    """Area under the ROC curve of a score telling known (positive) from unknown images."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown]))
-
-
-def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
-    """Histograms of the best probability for known and unknown characters (probability rows)."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    bins = np.linspace(0, 1, 26)
-    axes.hist(known.max(axis=1), bins=bins, alpha=0.6, density=True, label="known characters")
-    axes.hist(unknown.max(axis=1), bins=bins, alpha=0.6, density=True, label="unknown characters")
-    cut = figures["scores"]["best probability"]["threshold_keeping_95_percent_known"]
-    axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
-    axes.set_xlabel("best probability")
-    axes.set_ylabel("density")
-    auroc = figures["scores"]["best probability"]["auroc"]
-    axes.set_title(f"Known against unknown characters: AUROC {auroc:.3f}")
-    axes.legend()
-    save_figure(figure, path)
-
-
-def unknown_images(data_dir: str | Path, bundle: Bundle) -> datasets.LabelledImages:
-    """The images of ``data_dir`` showing characters the model was not trained on."""
-    images = datasets.load_images(data_dir, bundle.image_size)
-    strangers = [name for name in images.characters if name not in bundle.characters]
-    if not strangers:
-        raise SimpsonsError(f"every character in {data_dir} is known to the model: no unknown images to measure")
-    return datasets.relabel(images, strangers)
-
-
 # --------------------------------------------------------------------------- the study
 
 
 @dataclass
 class Study:
-    """What the confidence study found: the JSON payload, the temperature used and the recommendation."""
+    """What the confidence study found: the JSON payload, the temperature used, the recommendation
+    and the stranger detector (with ``unknown`` and ``calibrate``)."""
 
     payload: dict
     temperature: float | None
     recommended: dict
+    detector: DetectorStudy | None = None
 
 
 def run_study(
@@ -447,7 +328,7 @@ def run_study(
     if target_precision is not None and not 0 < target_precision <= 1:
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
     predictor = Predictor(bundle, raw=True)
-    known, result = _evaluate_known(predictor, data_dir, log)
+    result = _evaluate_known(predictor, data_dir, log)
     training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
     validation = evaluate(predictor, validation_images) if validation_images is not None else None
     calibration = _calibration(bundle, result, validation, calibrate)
@@ -478,10 +359,10 @@ def run_study(
     plot_reliability(diagrams, report_dir / "reliability.png")
     written += ["threshold_overall.png", "threshold_per_character.png", "reliability.png"]
     log(describe_calibration(calibration))
-    open_set = None
+    open_set = detector = None
     if unknown is not None:
-        open_set = _open_set_study(predictor, known, result.logits, unknown, training, temperature,
-                                   report_dir / "open_set.png", validation=(validation_images, validation))
+        open_set, detector = open_set_study(predictor, result, unknown, temperature, report_dir / "open_set.png",
+                                            training, validation, recommended)
         written.append("open_set.png")
         log(describe_open_set(open_set))
     log(f"wrote {', '.join(written)} to {report_dir}")
@@ -496,7 +377,7 @@ def run_study(
         "open_set": open_set,
         "plots": written,
     }
-    return Study(payload=payload, temperature=temperature, recommended=recommended)
+    return Study(payload=payload, temperature=temperature, recommended=recommended, detector=detector)
 
 
 def _recommendation(curves: dict, validation: Evaluation | None, temperature: float | None,
@@ -512,31 +393,8 @@ def _recommendation(curves: dict, validation: Evaluation | None, temperature: fl
     return recommended
 
 
-def _open_set_study(predictor: Predictor, known: datasets.LabelledImages, known_logits: np.ndarray,
-                    unknown: str | Path, training: datasets.LabelledImages | None, temperature: float | None,
-                    plot_path: Path, validation: tuple[datasets.LabelledImages | None, Evaluation | None]) -> dict:
-    """Known against unknown characters by every score; the nearest-picture and combined scores need
-    the training and validation splits and a Keras bundle."""
-    strangers = unknown_images(unknown, predictor.bundle)
-    strangers_logits = predictor.logits(strangers.images)
-    neighbours = standardise_on = None
-    validation_images, validation_result = validation
-    if training is not None and not isinstance(predictor.bundle.model, OnnxNetwork):
-        reference = predictor.features(training.images)
-        neighbours = (nearest_neighbour_similarity(reference, predictor.features(known.images)),
-                      nearest_neighbour_similarity(reference, predictor.features(strangers.images)))
-        standardise_on = (open_set_scores(validation_result.logits, temperature)["best probability"],
-                          nearest_neighbour_similarity(reference, predictor.features(validation_images.images)))
-    open_set = open_set_figures(known_logits, strangers_logits, temperature, neighbours=neighbours,
-                                standardise_on=standardise_on,
-                                unknown_names=[strangers.characters[label] for label in strangers.labels])
-    plot_open_set(softmax(known_logits, temperature), softmax(strangers_logits, temperature), open_set, plot_path)
-    return open_set
-
-
-def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> tuple[datasets.LabelledImages, Evaluation]:
-    """The images of ``data_dir`` showing characters the model knows (in ``evaluate``'s order),
-    and the raw network's answers on them."""
+def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> Evaluation:
+    """The raw network's answers on the images of ``data_dir`` showing characters the model knows."""
     images = datasets.load_images(data_dir, predictor.image_size)
     if images.bad_files:
         log(datasets.describe_bad_files(images.bad_files))
@@ -545,7 +403,7 @@ def _evaluate_known(predictor: Predictor, data_dir: str | Path, log) -> tuple[da
         raise SimpsonsError(f"none of the images in {data_dir} shows a character the model knows")
     for name, paths in result.unknown_paths.items():
         log(f"not counted: {len(paths)} image(s) of {name}, a character the model does not know")
-    return datasets.relabel(images, predictor.characters), result
+    return result
 
 
 def _calibration(bundle: Bundle, result: Evaluation, validation: Evaluation | None,
@@ -581,21 +439,6 @@ def _plot_scatters(figures: np.ndarray, correct: np.ndarray, true: np.ndarray, b
     return ["scatter_all.png", f"scatter_{character}.png"]
 
 
-def describe_open_set(figures: dict) -> str:
-    """The known-against-unknown figures in words."""
-    lines = [f"unknown characters: {figures['unknown_images']} images against {figures['known_images']} known"]
-    for name, score in figures["scores"].items():
-        lines.append(f"  {name}: AUROC {score['auroc']:.3f}; keeping 95% of known images "
-                     f"(>= {score['threshold_keeping_95_percent_known']:.2f}) rejects "
-                     f"{score['unknown_rejected_share']:.0%} of unknown ones")
-    lines.append(f"  best score: {figures['best']}")
-    hardest = list(figures.get("per_unknown_character", {}).items())[:5]
-    if hardest:
-        lines.append("  hardest unknown characters (AUROC of the best score): "
-                     + ", ".join(f"{name} {figure['auroc']:.2f} ({figure['images']})" for name, figure in hardest))
-    return "\n".join(lines)
-
-
 def describe_recommendation(recommended: dict, curves: dict) -> str:
     """The recommended thresholds in words."""
     lines = [f"objective: {recommended['objective']}, chosen on {recommended['chosen_on']}"]
@@ -626,7 +469,8 @@ def describe_calibration(calibration: dict) -> str:
 
 
 def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
-    """Store the recommended thresholds and the temperature in the bundle file, atomically."""
+    """Store the recommended thresholds, the temperature and the stranger detector (when the study
+    fitted one; else the bundle keeps its own) in the bundle file, atomically."""
     from simpsons.bundle import save_bundle
 
     if study.recommended["threshold"] is None:
@@ -634,6 +478,8 @@ def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     bundle.threshold = study.recommended["threshold"]
     bundle.character_thresholds = dict(study.recommended["character_thresholds"]) or None
     bundle.temperature = study.temperature
+    if study.detector is not None:
+        bundle.stranger_detector = study.detector.description()
     save_bundle(bundle, path)
 
 

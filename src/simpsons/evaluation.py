@@ -39,8 +39,9 @@ ANSWERED_UNKNOWN = -1
 class Evaluation:
     """The outcome of ``evaluate``: metrics on the known characters, unknown ones apart.
 
-    ``predicted`` holds ``ANSWERED_UNKNOWN`` where the bundle's thresholds made the answer
-    ``unknown``: such an image counts against recall and accuracy, not against precision.
+    ``predicted`` holds ``ANSWERED_UNKNOWN`` where the bundle's thresholds (or its stranger
+    detector) made the answer ``unknown``: such an image counts against recall and accuracy, not
+    against precision. ``features`` are the network's pooled features (the confidence study's).
     """
 
     characters: list[str]
@@ -50,6 +51,7 @@ class Evaluation:
     logits: np.ndarray
     paths: list[str]
     unknown_paths: dict[str, list[str]] = field(default_factory=dict)
+    features: np.ndarray | None = None
 
     @property
     def accuracy(self) -> float:
@@ -113,10 +115,11 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
     for i, label in enumerate(data.labels):
         if label not in known:
             unknown.setdefault(data.characters[label], []).append(data.paths[i])
-    logits = predictor.logits(data.images[keep])
+    logits, features = predictor.logits_and_features(data.images[keep])
     probabilities = softmax(logits, predictor.temperature)
     predicted = probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64)
-    rejected = [i for i, answer in enumerate(predictor.decide(probabilities, top_k=1)) if answer.character == UNKNOWN]
+    answers = predictor.decide(probabilities, top_k=1, familiarity=predictor.familiarity(features))
+    rejected = [i for i, answer in enumerate(answers) if answer.character == UNKNOWN]
     predicted[rejected] = ANSWERED_UNKNOWN
     return Evaluation(
         characters=predictor.characters,
@@ -126,6 +129,7 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
         logits=logits,
         paths=[data.paths[i] for i in keep],
         unknown_paths=unknown,
+        features=features,
     )
 
 

@@ -1,7 +1,7 @@
 """Export a bundle to ONNX, and run such a file with ONNX Runtime.
 
-The exported network outputs logits (the softmax, with the bundle's temperature, is applied by
-``Predictor``). The file carries the bundle's ``bundle.json`` in its metadata (key
+The exported network outputs the logits and the pooled features (the softmax, with the bundle's
+temperature, and the stranger detector are applied by ``Predictor``). The file carries the bundle's ``bundle.json`` in its metadata (key
 ``simpsons_bundle``), so ``simpsons predict --model model.onnx`` knows the characters,
 the input size, the temperature and the thresholds without the Keras bundle.
 """
@@ -21,7 +21,7 @@ from simpsons.bundle import Bundle, check_description, write_atomically
 from simpsons.errors import SimpsonsError
 
 METADATA_KEY = "simpsons_bundle"
-OUTPUT_KEY, OUTPUT = "simpsons_output", "logits"
+OUTPUT_KEY, OUTPUT = "simpsons_output", "logits,features"
 PRECISION_KEY = "simpsons_precision"
 CALIBRATION_BATCH = 64
 INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES = 512, 1024
@@ -80,7 +80,7 @@ def export_onnx_int8(bundle: Bundle, target: str | Path, data_dir: str | Path, s
 
 
 def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray | None = None) -> None:
-    """Write the bundle's logits network as ONNX (through Keras' exporter), with its description inside.
+    """Write the bundle's scoring network (logits and features) as ONNX (through Keras' exporter), with its description inside.
 
     With ``int8_calibration`` (uint8 pixels of training images), the convolutions are quantized to
     8-bit integers (static, per channel, percentile ranges; the first convolution and the dense
@@ -88,10 +88,10 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
     """
     import onnx
 
-    from simpsons.models import logits_network
+    from simpsons.models import scoring_network
 
     size = bundle.image_size
-    network = logits_network(bundle.model)
+    network = scoring_network(bundle.model)
     network.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built graph
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "model.onnx"
@@ -108,14 +108,14 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
 
 
 class OnnxNetwork:
-    """An ONNX Runtime session with the one method ``Predictor`` calls on a network (it returns logits)."""
+    """An ONNX Runtime session with the one method ``Predictor`` calls on a network (it returns logits and features)."""
 
     def __init__(self, session):
         self.session = session
         self.input_name = session.get_inputs()[0].name
 
-    def predict_on_batch(self, pixels: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: pixels.astype(np.float32)})[0]
+    def predict_on_batch(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: pixels.astype(np.float32)})
 
 
 def load_onnx_bundle(path: str | Path) -> Bundle:
@@ -134,6 +134,6 @@ def load_onnx_bundle(path: str | Path) -> Bundle:
     if stored is None:
         raise SimpsonsError(f"{path} is an ONNX model but not one exported by simpsons (no {METADATA_KEY} metadata)")
     if metadata.get(OUTPUT_KEY) != OUTPUT:
-        raise SimpsonsError(f"{path} was exported by an older simpsons (it outputs probabilities); export it again")
+        raise SimpsonsError(f"{path} was exported by an older simpsons (it lacks the features output); export it again")
     description = check_description(json.loads(stored), path)
     return Bundle.from_description(OnnxNetwork(session), description)

@@ -851,13 +851,13 @@ def auto_frame(predictor, session: Session, report: AutoReport, video: Path, num
                min_prob: float, keep_unsure: bool) -> None:
     """Classify the three crops of one frame in one call and file each by its probability."""
     crops = crop_frame(frame, CROPS)
-    probabilities = predictor.probabilities(np.stack([predictor.prepare(c) for c in crops]))
+    predictions = predictor.predict_pixels(np.stack([predictor.prepare(c) for c in crops]), top_k=1)
     report.frames += 1
     review = session.root / REVIEW_DIR
-    for where, picture, prediction in zip(CROPS, crops, predictor.decide(probabilities, top_k=1)):
+    for where, picture, prediction in zip(CROPS, crops, predictions):
         name, probability = prediction.best_guess, prediction.probability
         common = {"video": video, "frame": number, "crop": where, "label": name, "probability": probability}
-        sure = probability >= min_prob
+        sure = probability >= min_prob and predictor.is_familiar(prediction.familiarity)
         if not sure and not keep_unsure:
             report.dropped += 1
             session.log.write("auto_dropped", **common)

@@ -240,20 +240,16 @@ def build_training_model(classifier: keras.Model, augmentation: keras.Sequential
     return keras.Model(inputs, classifier(augmentation(inputs)), name="training_model")
 
 
-def logits_network(classifier: keras.Model) -> keras.Model:
-    """The classifier without its final softmax: same weights, outputs the logits.
+def scoring_network(classifier: keras.Model) -> keras.Model:
+    """The classifier without its final softmax, in one pass: outputs ``[logits, features]``.
 
-    Every registered architecture ends in a Dense layer named ``probabilities``; its copy here
-    has no activation. Logits give the temperature-scaled probabilities and the energy and
-    max-logit scores of the confidence study.
+    Every registered architecture ends in a Dense layer named ``probabilities``; its copy here has
+    no activation and the same weights. Logits give the temperature-scaled probabilities and the
+    energy and max-logit scores; the features (that layer's input, the pooled activations) feed the
+    stranger detector and the nearest-picture score of the confidence study.
     """
     head = classifier.get_layer("probabilities")
     logits = layers.Dense(head.units, name="logits")
     outputs = logits(head.input)
     logits.set_weights(head.get_weights())
-    return keras.Model(classifier.input, outputs, name=f"{classifier.name}_logits")
-
-
-def features_network(classifier: keras.Model) -> keras.Model:
-    """The classifier up to its final Dense layer: the pooled features its logits are computed from."""
-    return keras.Model(classifier.input, classifier.get_layer("probabilities").input, name=f"{classifier.name}_features")
+    return keras.Model(classifier.input, [outputs, head.input], name=f"{classifier.name}_scores")

@@ -30,6 +30,7 @@ class Prediction:
     probability: float
     top_k: list[tuple[str, float]]
     best_guess: str
+    familiarity: float | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -37,7 +38,51 @@ class Prediction:
             "probability": round(self.probability, 6),
             "best_guess": self.best_guess,
             "top_k": [[name, round(p, 6)] for name, p in self.top_k],
+            "familiarity": None if self.familiarity is None else round(self.familiarity, 6),
         }
+
+
+@dataclass
+class StrangerDetector:
+    """Tells pictures of the characters a model knows from pictures of others, by their features.
+
+    A linear model on the unit-length pooled features (fitted by the confidence study): its
+    sigmoid is the picture's *familiarity*, 0..1; below ``threshold`` the answer is ``unknown``.
+    """
+
+    weights: np.ndarray
+    bias: float
+    threshold: float
+
+    @classmethod
+    def from_description(cls, description: dict) -> StrangerDetector:
+        return cls(np.asarray(description["weights"], np.float64), float(description["bias"]),
+                   float(description["threshold"]))
+
+    def description(self) -> dict:
+        """What the bundle stores."""
+        return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold}
+
+    def familiarity(self, features: np.ndarray) -> np.ndarray:
+        """Per picture, from the network's pooled features: higher means more like the known characters."""
+        return 1.0 / (1.0 + np.exp(-(unit_rows(features) @ self.weights + self.bias)))
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (zero rows stay zero)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class Scores:
+    """What the network says about a batch of pictures: probabilities and, with a stranger detector, familiarity."""
+
+    probabilities: np.ndarray
+    familiarity: np.ndarray | None = None
+
+    def __getitem__(self, rows: slice) -> Scores:
+        return Scores(self.probabilities[rows], None if self.familiarity is None else self.familiarity[rows])
 
 
 def softmax(logits: np.ndarray, temperature: float | None = None) -> np.ndarray:
@@ -60,8 +105,8 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
 class Predictor:
     """Classifies RGB images with a bundle; batches internally and keeps one compiled function.
 
-    ``raw=True`` gives the network's own probabilities: the bundle's temperature and thresholds
-    are ignored (what the confidence study fits them on).
+    ``raw=True`` gives the network's own probabilities: the bundle's temperature, thresholds and
+    stranger detector are ignored (what the confidence study fits them on).
     """
 
     def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
@@ -71,14 +116,15 @@ class Predictor:
         self.threshold = None if raw else bundle.threshold
         self.character_thresholds = {} if raw else dict(bundle.character_thresholds or {})
         self.temperature = None if raw else bundle.temperature
+        detector = None if raw else bundle.stranger_detector
+        self.stranger_detector = StrangerDetector.from_description(detector) if detector else None
         self.batch_size = batch_size
-        self._features = None
-        if isinstance(bundle.model, OnnxNetwork):  # an exported network gives logits already
+        if isinstance(bundle.model, OnnxNetwork):  # an exported network gives logits and features already
             self.network = bundle.model
         else:  # Keras loads here, not at import: commands that need no network start fast
-            from simpsons.models import logits_network
+            from simpsons.models import scoring_network
 
-            self.network = logits_network(bundle.model)
+            self.network = scoring_network(bundle.model)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
@@ -93,68 +139,82 @@ class Predictor:
         """Pixels as the model wants them: RGB, squashed to its input size."""
         return resize_square(image.convert("RGB"), self.image_size)
 
+    def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's logits and the pooled features behind them (the final layer's input), in one
+        pass, for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        if len(pixels) == 0:  # the network's answer to one blank picture gives the shapes
+            logits, features = self.logits_and_features(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
+            return logits[:0], features[:0]
+        chunks = [self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32))
+                  for start in range(0, len(pixels), self.batch_size)]
+        logits, features = (np.concatenate([np.asarray(chunk[output]) for chunk in chunks]) for output in (0, 1))
+        return logits, features
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """The network's logits for a ``(n, size, size, 3)`` uint8 batch of any length."""
-        if len(pixels) == 0:
-            return np.zeros((0, len(self.characters)), np.float32)
-        return self._in_batches(self.network, pixels)
+        """The network's logits for a uint8 batch of any length."""
+        return self.logits_and_features(pixels)[0]
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
-        """The pooled features behind the logits (the final layer's input) for a uint8 batch; Keras bundles only."""
-        if self._features is None:
-            if isinstance(self.bundle.model, OnnxNetwork):
-                raise SimpsonsError("features need the Keras bundle, not an exported .onnx model")
-            from simpsons.models import features_network
+        """The pooled features behind the logits for a uint8 batch of any length."""
+        return self.logits_and_features(pixels)[1]
 
-            self._features = features_network(self.bundle.model)
-        if len(pixels) == 0:
-            return np.zeros((0, self._features.output_shape[-1]), np.float32)
-        return self._in_batches(self._features, pixels)
+    def familiarity(self, features: np.ndarray) -> np.ndarray | None:
+        """The stranger detector's familiarity of each picture; ``None`` without a detector."""
+        return None if self.stranger_detector is None else self.stranger_detector.familiarity(features)
 
-    def _in_batches(self, network, pixels: np.ndarray) -> np.ndarray:
-        chunks = [
-            np.asarray(network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32)))
-            for start in range(0, len(pixels), self.batch_size)
-        ]
-        return np.concatenate(chunks)
+    def score(self, pixels: np.ndarray) -> Scores:
+        """Probabilities (temperature-scaled when the bundle has a temperature) and familiarity of a uint8 batch."""
+        logits, features = self.logits_and_features(pixels)
+        return Scores(softmax(logits, self.temperature), self.familiarity(features))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length.
-
-        With a ``temperature`` (from the bundle) they are temperature-scaled (calibrated).
-        """
-        return softmax(self.logits(pixels), self.temperature)
+        """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        return self.score(pixels).probabilities
 
     def threshold_for(self, character: str) -> float | None:
         """The minimum probability for answering ``character``: its own threshold, else the global one."""
         return self.character_thresholds.get(character, self.threshold)
 
-    def decide(self, probabilities: np.ndarray, top_k: int = 3) -> list[Prediction]:
+    def is_familiar(self, familiarity: float | None) -> bool:
+        """Whether a picture passes the stranger detector (always, without a detector or a familiarity)."""
+        return familiarity is None or self.stranger_detector is None or familiarity >= self.stranger_detector.threshold
+
+    def decide(self, probabilities: np.ndarray, top_k: int = 3,
+               familiarity: np.ndarray | None = None) -> list[Prediction]:
         """Turn probability rows into predictions, answering ``unknown`` below the threshold.
 
-        The threshold is the predicted character's own one when the bundle has it, else the global one.
+        The threshold is the predicted character's own one when the bundle has it, else the global
+        one. With ``familiarity`` and a stranger detector, a picture below the detector's threshold
+        is ``unknown`` too, however sure the probabilities.
         """
         predictions = []
-        for row in probabilities:
+        for index, row in enumerate(probabilities):
             order = np.argsort(row)[::-1][: max(1, top_k)]
             best = self.characters[order[0]]
             probability = float(row[order[0]])
             threshold = self.threshold_for(best)
-            accepted = threshold is None or probability >= threshold
+            familiar = None if familiarity is None else float(familiarity[index])
+            accepted = (threshold is None or probability >= threshold) and self.is_familiar(familiar)
             predictions.append(
                 Prediction(
                     character=best if accepted else UNKNOWN,
                     probability=probability,
                     top_k=[(self.characters[i], float(row[i])) for i in order],
                     best_guess=best,
+                    familiarity=familiar,
                 )
             )
         return predictions
 
+    def predict_pixels(self, pixels: np.ndarray, top_k: int = 3) -> list[Prediction]:
+        """Predictions for a ``(n, size, size, 3)`` uint8 batch: ``score`` then ``decide``."""
+        scores = self.score(pixels)
+        return self.decide(scores.probabilities, top_k, scores.familiarity)
+
     def predict_images(self, images: list[Image.Image], top_k: int = 3) -> list[Prediction]:
         """Predictions for Pillow images (any mode)."""
         pixels = np.stack([self.prepare(image) for image in images]) if images else np.zeros((0,), np.uint8)
-        return self.decide(self.probabilities(pixels), top_k)
+        return self.predict_pixels(pixels, top_k)
 
     def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[Prediction]:
         """Predictions for image files; an unreadable file raises ``SimpsonsError``."""

@@ -229,9 +229,9 @@ def classify_video(path: str | Path, predictor: Predictor, sample_fps: float = 2
 
 
 def _classify_batch(batch: list[tuple[float, np.ndarray]], predictor: Predictor, crops) -> list[Sample]:
-    """One ``Predictor.probabilities`` call for every crop of every frame in the batch."""
+    """One network call for every crop of every frame in the batch."""
     pixels = np.concatenate([crop_pixels for _, crop_pixels in batch])
-    predictions = predictor.decide(predictor.probabilities(pixels), top_k=1)
+    predictions = predictor.predict_pixels(pixels, top_k=1)
     count = len(crops)
     return [Sample(seconds, dict(zip(crops, predictions[i * count : (i + 1) * count])))
             for i, (seconds, _) in enumerate(batch)]
@@ -267,9 +267,11 @@ def presence_threshold(predictor: Predictor, character: str, min_prob: float | N
 
 
 def names_someone(prediction: Prediction, predictor: Predictor, min_prob: float | None) -> bool:
-    """Whether a crop's answer puts a character on screen: not ``no_character``, and sure enough."""
+    """Whether a crop's answer puts a character on screen: not ``no_character``, sure enough, and
+    familiar to the bundle's stranger detector when it has one."""
     return (prediction.best_guess != NO_CHARACTER
-            and prediction.probability >= presence_threshold(predictor, prediction.best_guess, min_prob))
+            and prediction.probability >= presence_threshold(predictor, prediction.best_guess, min_prob)
+            and predictor.is_familiar(prediction.familiarity))
 
 
 def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float | None = None

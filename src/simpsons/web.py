@@ -40,7 +40,7 @@ from simpsons import video as videos
 from simpsons.bundle import Bundle
 from simpsons.data import open_rgb
 from simpsons.errors import SimpsonsError
-from simpsons.prediction import Predictor
+from simpsons.prediction import Predictor, Scores
 
 MB = 1024 * 1024
 DEFAULT_PICTURE_LIMIT = 20 * MB
@@ -72,8 +72,8 @@ class BatchingPredictor(Predictor):
         self._thread = threading.Thread(target=self._serve, name="simpsons-model", daemon=True)
         self._thread.start()
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Like ``Predictor.probabilities``, computed on the model thread together with other requests."""
+    def score(self, pixels: np.ndarray) -> Scores:
+        """Like ``Predictor.score``, computed on the model thread together with other requests."""
         done: Future = Future()
         self._waiting.put((pixels, done))
         return done.result()
@@ -81,7 +81,7 @@ class BatchingPredictor(Predictor):
     def warm_up(self) -> None:
         """Trace the network for the first batch sizes now rather than in the first requests (~0.4 s each)."""
         for rows in (1, 2, 3):
-            self.probabilities(np.zeros((rows, self.image_size, self.image_size, 3), np.uint8))
+            self.score(np.zeros((rows, self.image_size, self.image_size, 3), np.uint8))
 
     def close(self) -> None:
         """Stop the model thread once the requests already waiting are answered."""
@@ -103,7 +103,7 @@ class BatchingPredictor(Predictor):
 
     def _answer(self, jobs: list[tuple[np.ndarray, Future]]) -> None:
         try:
-            rows = super().probabilities(np.concatenate([pixels for pixels, _ in jobs]))
+            rows = super().score(np.concatenate([pixels for pixels, _ in jobs]))
         except Exception as error:  # handed to each waiting request
             for _, done in jobs:
                 done.set_exception(error)
@@ -151,12 +151,13 @@ def answer_picture(predictor: Predictor, image: Image.Image, heatmap: bool) -> d
     """``predict --json``'s answer with the top 5; with ``heatmap``, where the model looked (one model call)."""
     pixels = predictor.prepare(image)
     boxes = occluding_boxes(pixels.shape[0]) if heatmap else []
-    probabilities = predictor.probabilities(occluded_copies(pixels, boxes))
-    prediction = predictor.decide(probabilities[:1], top_k=TOP_K)[0]
+    scores = predictor.score(occluded_copies(pixels, boxes))
+    picture = scores[:1]
+    prediction = predictor.decide(picture.probabilities, top_k=TOP_K, familiarity=picture.familiarity)[0]
     answer = {**prediction.as_dict(), "width": image.width, "height": image.height}
     if heatmap:
         column = predictor.characters.index(prediction.best_guess)
-        answer["heatmap"] = heat_grid(probabilities[:, column], boxes, pixels.shape[0])
+        answer["heatmap"] = heat_grid(scores.probabilities[:, column], boxes, pixels.shape[0])
     return answer
 
 
@@ -275,11 +276,11 @@ class _JobPredictor(Predictor):
         super().__init__(shared.bundle, shared.batch_size)
         self.shared, self.job, self.crops, self.stopping = shared, job, crops, stopping
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+    def score(self, pixels: np.ndarray) -> Scores:
         """The shared predictor's answer, counted; ``SimpsonsError`` once the server is stopping."""
         if self.stopping.is_set():
             raise SimpsonsError("the server stopped before the analysis ended")
-        rows = self.shared.probabilities(pixels)
+        rows = self.shared.score(pixels)
         self.job.classified += len(pixels) // self.crops
         return rows
 

@@ -92,7 +92,8 @@ function showAnswer(answer) {
   $("#probability").textContent = `probability ${percent(answer.probability)}`;
   const guess = $("#best-guess");
   guess.hidden = !unknown;
-  guess.textContent = unknown ? `best guess: ${pretty(answer.best_guess)} (below the model's threshold)` : "";
+  const familiarity = answer.familiarity == null ? "" : `; familiarity ${percent(answer.familiarity)}`;
+  guess.textContent = unknown ? `best guess: ${pretty(answer.best_guess)} (the model is not sure enough${familiarity})` : "";
   $("#top5").replaceChildren(...answer.top_k.map(([name, probability]) => {
     const fill = element("div", { className: "fill" });
     fill.style.width = percent(probability).replace(" ", "");

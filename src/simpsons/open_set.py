@@ -1,0 +1,296 @@
+"""Unknown characters: how well a score tells pictures of known characters from pictures of others,
+and the stranger detector the bundle can carry.
+
+The candidate scores come from the logits (best probability, gap, max logit, energy), from the
+pooled features (similarity to the nearest training pictures) and from both. The stranger
+detector is a linear model on the unit-length features, fitted on the training split's pictures
+against pictures of characters the model was not trained on ("outlier exposure" on the final
+features). Its figures are cross-fitted: each unknown picture is scored by a detector that never
+saw its character, so they measure characters nobody showed it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.special import logsumexp
+
+from simpsons import data as datasets
+from simpsons.bundle import Bundle
+from simpsons.errors import SimpsonsError
+from simpsons.evaluation import Evaluation, plt, save_figure
+from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, softmax, unit_rows
+
+KNOWN_KEPT = 0.95
+NEIGHBOURS = 10
+NEIGHBOUR_SCORE = f"similarity to the {NEIGHBOURS}th nearest training picture"
+COMBINED_SCORE = "best probability + nearest picture"
+DETECTOR_SCORE = "stranger detector (cross-fitted)"
+# Inverse regularisation of the detector's logistic regression: chosen by the AUROC on the shot-aware
+# validation split (0.001 to 0.03 all within 0.002 of it), never on the test set.
+DETECTOR_C = 0.003
+DETECTOR_FOLDS = 5
+DETECTOR_KEEPS = 0.97  # the detector's threshold keeps this share of the known validation pictures
+
+
+def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
+    """Candidate scores of "this shows a known character", per image; higher means surer."""
+    logits = np.asarray(logits, dtype=np.float64)
+    probabilities = softmax(logits, temperature)
+    ordered = np.sort(probabilities, axis=1)
+    second = ordered[:, -2] if ordered.shape[1] > 1 else np.zeros(len(ordered))
+    return {"best probability": ordered[:, -1], "gap between the two best": ordered[:, -1] - second,
+            "max logit": logits.max(axis=1), "energy": logsumexp(logits, axis=1)}
+
+
+def nearest_neighbour_similarity(reference: np.ndarray, features: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
+    """Cosine similarity of each ``features`` row to its k-th most similar ``reference`` row.
+
+    The deep nearest-neighbour score (Sun et al., 2022) on the network's pooled features: a picture
+    far from every training picture likely shows someone the model never saw.
+    """
+    reference, features = unit_rows(reference), unit_rows(features)
+    k = min(k, len(reference))
+    similarity = np.empty(len(features), np.float32)
+    for start in range(0, len(features), 512):
+        block = features[start : start + 512] @ reference.T
+        similarity[start : start + 512] = np.partition(block, -k, axis=1)[:, -k]
+    return similarity
+
+
+def combined_score(probability: np.ndarray, similarity: np.ndarray,
+                   known_probability: np.ndarray, known_similarity: np.ndarray) -> np.ndarray:
+    """The best probability and the nearest-picture similarity, each standardised on pictures of
+    known characters (the validation split), then added: two partly independent signs of a stranger."""
+    def standardised(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return (values - known.mean()) / max(float(known.std()), 1e-12)
+
+    return standardised(probability, known_probability) + standardised(similarity, known_similarity)
+
+
+# --------------------------------------------------------------------------- the stranger detector
+
+
+def fit_stranger_weights(known_features: np.ndarray, stranger_features: np.ndarray) -> tuple[np.ndarray, float]:
+    """Logistic regression, known (1) against strangers (0), on unit-length features, both classes
+    weighted equally; the standardisation is folded into the returned weights and bias."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    inputs = np.r_[unit_rows(known_features), unit_rows(stranger_features)].astype(np.float64)
+    targets = np.r_[np.ones(len(known_features)), np.zeros(len(stranger_features))]
+    scaler = StandardScaler().fit(inputs)
+    model = LogisticRegression(C=DETECTOR_C, class_weight="balanced", max_iter=3000)
+    model.fit(scaler.transform(inputs), targets)
+    weights = model.coef_[0] / scaler.scale_
+    return weights, float(model.intercept_[0] - weights @ scaler.mean_)
+
+
+@dataclass
+class DetectorStudy:
+    """A stranger detector fitted on every unknown picture, and its cross-fitted familiarities."""
+
+    detector: StrangerDetector
+    known: np.ndarray  # familiarity of the studied known pictures (detectors of every fold, averaged)
+    strangers: np.ndarray  # familiarity of each unknown picture by the detector that never saw its character
+    strangers_rejected: np.ndarray  # ``strangers`` below the threshold chosen as the detector's was
+    unknown_characters: int
+    validation_rejected: np.ndarray | None = None  # the validation pictures below the detector's threshold
+
+    @property
+    def rejected_at_threshold(self) -> float:
+        return float(np.mean(self.strangers_rejected))
+
+    def description(self) -> dict:
+        """The detector as the bundle stores it, with how it was fitted and what it measured."""
+        return {**self.detector.description(),
+                "fitted": {"regularisation_C": DETECTOR_C, "unknown_characters": self.unknown_characters,
+                           "threshold_keeps_known_validation": DETECTOR_KEEPS,
+                           "cross_fitted_unknown_rejected": round(self.rejected_at_threshold, 4)}}
+
+
+def study_stranger_detector(training: np.ndarray, validation: np.ndarray, known: np.ndarray,
+                            strangers: np.ndarray, stranger_names: list[str]) -> DetectorStudy:
+    """Fit the detector on the training split's features against every stranger; its threshold keeps
+    ``DETECTOR_KEEPS`` of the validation pictures. The familiarities reported are cross-fitted over
+    folds of whole unknown characters."""
+    from sklearn.model_selection import GroupKFold
+
+    characters = len(set(stranger_names))
+    if characters < 2:
+        raise SimpsonsError("the stranger detector needs pictures of at least two unknown characters")
+    cross_fitted = np.empty(len(strangers))
+    fold_weights, fold_biases = [], []
+    for fitted, held_out in GroupKFold(min(DETECTOR_FOLDS, characters)).split(strangers, groups=stranger_names):
+        weights, bias = fit_stranger_weights(training, strangers[fitted])
+        cross_fitted[held_out] = StrangerDetector(weights, bias, 0.0).familiarity(strangers[held_out])
+        fold_weights.append(weights)
+        fold_biases.append(bias)
+    averaged = StrangerDetector(np.mean(fold_weights, axis=0), float(np.mean(fold_biases)), 0.0)
+    fold_threshold = float(np.quantile(averaged.familiarity(validation), 1 - DETECTOR_KEEPS))
+    detector = StrangerDetector(*fit_stranger_weights(training, strangers), 0.0)
+    validation_familiarity = detector.familiarity(validation)
+    detector.threshold = float(np.quantile(validation_familiarity, 1 - DETECTOR_KEEPS))
+    return DetectorStudy(detector=detector, known=averaged.familiarity(known), strangers=cross_fitted,
+                         strangers_rejected=cross_fitted < fold_threshold, unknown_characters=characters,
+                         validation_rejected=validation_familiarity < detector.threshold)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def open_set_figures(
+    known_logits: np.ndarray, unknown_logits: np.ndarray, temperature: float | None = None, *,
+    unknown_names: list[str] | None = None, more_scores: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict:
+    """How well each candidate score tells known characters from unknown ones.
+
+    Per score: AUROC (known = positive), and the share of unknown images rejected at the
+    threshold that keeps ``KNOWN_KEPT`` of the known images accepted. ``best`` names the score
+    with the highest AUROC. The "energy" score is the log-sum-exp of the logits (the negative free energy).
+    ``more_scores`` adds scores computed elsewhere: name -> (known images' values, unknown images').
+    ``unknown_names`` (each unknown image's character) adds the best score's AUROC per unknown character.
+    """
+    known = open_set_scores(known_logits, temperature)
+    unknown = open_set_scores(unknown_logits, temperature)
+    for name, (known_values, unknown_values) in (more_scores or {}).items():
+        known[name], unknown[name] = known_values, unknown_values
+    scores = {}
+    for name in known:
+        kept_from = float(np.quantile(known[name], 1 - KNOWN_KEPT))
+        scores[name] = {
+            "auroc": _auroc(known[name], unknown[name]),
+            "threshold_keeping_95_percent_known": kept_from,
+            "unknown_rejected_share": float(np.mean(unknown[name] < kept_from)),
+        }
+    best = max(scores, key=lambda name: scores[name]["auroc"])
+    figures = {"known_images": int(len(known_logits)), "unknown_images": int(len(unknown_logits)),
+               "scores": scores, "best": best}
+    if unknown_names is not None:
+        names = np.asarray(unknown_names)
+        per_character = {name: {"images": int(np.sum(names == name)),
+                                "auroc": _auroc(known[best], unknown[best][names == name])}
+                         for name in sorted(set(unknown_names))}
+        figures["per_unknown_character"] = dict(sorted(per_character.items(), key=lambda item: item[1]["auroc"]))
+    return figures
+
+
+def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    """Area under the ROC curve of a score telling known (positive) from unknown images."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown]))
+
+
+def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
+    """Histograms of the best probability for known and unknown characters (probability rows)."""
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    bins = np.linspace(0, 1, 26)
+    axes.hist(known.max(axis=1), bins=bins, alpha=0.6, density=True, label="known characters")
+    axes.hist(unknown.max(axis=1), bins=bins, alpha=0.6, density=True, label="unknown characters")
+    cut = figures["scores"]["best probability"]["threshold_keeping_95_percent_known"]
+    axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
+    axes.set_xlabel("best probability")
+    axes.set_ylabel("density")
+    auroc = figures["scores"]["best probability"]["auroc"]
+    axes.set_title(f"Known against unknown characters: AUROC {auroc:.3f}")
+    axes.legend()
+    save_figure(figure, path)
+
+
+def describe_open_set(figures: dict) -> str:
+    """The known-against-unknown figures in words."""
+    lines = [f"unknown characters: {figures['unknown_images']} images against {figures['known_images']} known"]
+    for name, score in figures["scores"].items():
+        lines.append(f"  {name}: AUROC {score['auroc']:.3f}; keeping 95% of known images "
+                     f"(>= {score['threshold_keeping_95_percent_known']:.2f}) rejects "
+                     f"{score['unknown_rejected_share']:.0%} of unknown ones")
+    lines.append(f"  best score: {figures['best']}")
+    hardest = list(figures.get("per_unknown_character", {}).items())[:5]
+    if hardest:
+        lines.append("  hardest unknown characters (AUROC of the best score): "
+                     + ", ".join(f"{name} {figure['auroc']:.2f} ({figure['images']})" for name, figure in hardest))
+    detector = figures.get("stranger_detector")
+    if detector:
+        lines.append(f"  stranger detector: familiarity threshold {detector['threshold']:.3f} keeps "
+                     f"{DETECTOR_KEEPS:.0%} of known validation images and rejects "
+                     f"{detector['cross_fitted_unknown_rejected']:.0%} of unknown ones (cross-fitted)")
+        if "unknown_rejected_with_thresholds" in detector:
+            lines.append(f"  with the recommended probability thresholds: {detector['unknown_rejected_by_thresholds']:.0%}"
+                         f" of unknown images answered unknown by the thresholds alone, "
+                         f"{detector['unknown_rejected_with_thresholds']:.0%} with the detector too (cross-fitted); "
+                         f"known validation images: {detector['validation_rejected_by_thresholds']:.1%} and "
+                         f"{detector['validation_rejected_with_thresholds']:.1%}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the study's part
+
+
+def unknown_images(data_dir: str | Path, bundle: Bundle) -> datasets.LabelledImages:
+    """The images of ``data_dir`` showing characters the model was not trained on."""
+    images = datasets.load_images(data_dir, bundle.image_size)
+    strangers = [name for name in images.characters if name not in bundle.characters]
+    if not strangers:
+        raise SimpsonsError(f"every character in {data_dir} is known to the model: no unknown images to measure")
+    return datasets.relabel(images, strangers)
+
+
+def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path, temperature: float | None,
+                   plot_path: Path, training: datasets.LabelledImages | None = None,
+                   validation: Evaluation | None = None,
+                   recommended: dict | None = None) -> tuple[dict, DetectorStudy | None]:
+    """Known against unknown characters by every score, and the stranger detector. The scores from
+    features (nearest picture, combined, detector) need the training split and the validation split's
+    evaluation (``training`` and ``validation``); with the ``recommended`` probability thresholds
+    (``recommend_thresholds``' answer) too, what they and the detector turn away together."""
+    strangers = unknown_images(unknown, predictor.bundle)
+    names = [strangers.characters[label] for label in strangers.labels]
+    strangers_logits, strangers_features = predictor.logits_and_features(strangers.images)
+    more_scores, detector = {}, None
+    if training is not None and validation is not None:
+        reference = predictor.features(training.images)
+        known_similarity = nearest_neighbour_similarity(reference, known.features)
+        strangers_similarity = nearest_neighbour_similarity(reference, strangers_features)
+        more_scores[NEIGHBOUR_SCORE] = (known_similarity, strangers_similarity)
+        best = "best probability"
+        standardise_on = (open_set_scores(validation.logits, temperature)[best],
+                          nearest_neighbour_similarity(reference, validation.features))
+        more_scores[COMBINED_SCORE] = tuple(
+            combined_score(open_set_scores(logits, temperature)[best], similarity, *standardise_on)
+            for logits, similarity in ((known.logits, known_similarity), (strangers_logits, strangers_similarity)))
+        if len(set(names)) >= 2:
+            detector = study_stranger_detector(reference, validation.features, known.features, strangers_features,
+                                               names)
+            more_scores[DETECTOR_SCORE] = (detector.known, detector.strangers)
+    figures = open_set_figures(known.logits, strangers_logits, temperature, unknown_names=names,
+                               more_scores=more_scores)
+    if detector is not None:
+        figures["stranger_detector"] = {"threshold": detector.detector.threshold, **detector.description()["fitted"]}
+        if recommended is not None:
+            figures["stranger_detector"].update(_rejected_together(
+                predictor, recommended, detector, softmax(strangers_logits, temperature),
+                softmax(validation.logits, temperature)))
+    plot_open_set(softmax(known.logits, temperature), softmax(strangers_logits, temperature), figures, plot_path)
+    return figures, detector
+
+
+def _rejected_together(predictor: Predictor, recommended: dict, detector: DetectorStudy,
+                       strangers: np.ndarray, validation: np.ndarray) -> dict[str, float]:
+    """Shares of unknown pictures (cross-fitted) and of known validation pictures answered ``unknown``
+    by the probability thresholds, and by the thresholds and the detector together."""
+    judge = copy.copy(predictor)
+    judge.threshold, judge.character_thresholds = recommended["threshold"], recommended["character_thresholds"]
+
+    def below(probabilities: np.ndarray) -> np.ndarray:
+        return np.array([answer.character == UNKNOWN for answer in judge.decide(probabilities, top_k=1)])
+
+    by_probability = {"unknown": below(strangers), "validation": below(validation)}
+    return {"unknown_rejected_by_thresholds": float(np.mean(by_probability["unknown"])),
+            "unknown_rejected_with_thresholds": float(np.mean(by_probability["unknown"] | detector.strangers_rejected)),
+            "validation_rejected_by_thresholds": float(np.mean(by_probability["validation"])),
+            "validation_rejected_with_thresholds": float(np.mean(by_probability["validation"]
+                                                                 | detector.validation_rejected))}
