@@ -185,19 +185,21 @@ def _auroc(known: np.ndarray, unknown: np.ndarray) -> float:
     return float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown]))
 
 
-def plot_open_set(known: np.ndarray, unknown: np.ndarray, figures: dict, path: str | Path) -> None:
-    """Histograms of the best probability for known and unknown characters (probability rows)."""
-    figure, axes = plt.subplots(figsize=(8, 4.5))
-    bins = np.linspace(0, 1, 26)
-    axes.hist(known.max(axis=1), bins=bins, alpha=0.6, density=True, label="known characters")
-    axes.hist(unknown.max(axis=1), bins=bins, alpha=0.6, density=True, label="unknown characters")
-    cut = figures["scores"]["best probability"]["threshold_keeping_95_percent_known"]
-    axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
-    axes.set_xlabel("best probability")
-    axes.set_ylabel("density")
-    auroc = figures["scores"]["best probability"]["auroc"]
-    axes.set_title(f"Known against unknown characters: AUROC {auroc:.3f}")
-    axes.legend()
+def plot_open_set(panels: dict[str, tuple[np.ndarray, np.ndarray]], figures: dict, path: str | Path) -> None:
+    """Histograms of known against unknown pictures, one panel per score: name -> (known values, unknown values)."""
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    for axes, (name, (known, unknown)) in zip(axes_row[0], panels.items()):
+        bins = np.linspace(min(known.min(), unknown.min()), max(known.max(), unknown.max()), 26)
+        axes.hist(known, bins=bins, alpha=0.6, density=True, label="known characters")
+        axes.hist(unknown, bins=bins, alpha=0.6, density=True, label="unknown characters")
+        score = figures["scores"][name]
+        cut = score["threshold_keeping_95_percent_known"]
+        axes.axvline(cut, color="black", linestyle="--", label=f"keeps 95% of known ({cut:.2f})")
+        axes.set_xlabel(name)
+        axes.set_ylabel("density")
+        axes.set_title(f"{name}: AUROC {score['auroc']:.3f}")
+        axes.legend()
+    figure.suptitle("Known against unknown characters")
     save_figure(figure, path)
 
 
@@ -274,7 +276,11 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
             figures["stranger_detector"].update(_rejected_together(
                 predictor, recommended, detector, softmax(strangers_logits, temperature),
                 softmax(validation.logits, temperature)))
-    plot_open_set(softmax(known.logits, temperature), softmax(strangers_logits, temperature), figures, plot_path)
+    panels = {"best probability": (softmax(known.logits, temperature).max(axis=1),
+                                   softmax(strangers_logits, temperature).max(axis=1))}
+    if figures["best"] in more_scores:
+        panels[figures["best"]] = more_scores[figures["best"]]
+    plot_open_set(panels, figures, plot_path)
     return figures, detector
 
 
