@@ -18,12 +18,10 @@ from simpsons.errors import SimpsonsError
 
 @dataclass(frozen=True)
 class Architecture:
-    """A named network, its default input size and the augmentation it trains with."""
+    """A named network; its input size and augmentation come from a recipe (``training.PRESETS``)."""
 
     name: str
     build: Callable[[int, int], keras.Model]
-    image_size: int
-    augmentation: str
     description: str
 
 
@@ -121,12 +119,12 @@ def build_resnet_small_hr(num_classes: int, image_size: int) -> keras.Model:
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("seed", build_seed, 64, "article", "the article's 4-conv CNN (32, 32, 64, 64), dense 512"),
-        Architecture("seed6", build_seed6, 64, "article", "the repository's 6-conv CNN (32, 64, 256), dense 1024"),
-        Architecture("resnet", build_resnet, 96, "strong", "ResNet with basic blocks (32-256 wide), batch norm, GAP"),
-        Architecture("resnet_small", build_resnet_small, 64, "strong", "the ResNet with one block per stage"),
-        Architecture("resnet_hr", build_resnet_hr, 96, "strong", "the ResNet with a max-pooling stem"),
-        Architecture("resnet_small_hr", build_resnet_small_hr, 96, "strong", "resnet_small with a max-pooling stem"),
+        Architecture("seed", build_seed, "the article's 4-conv CNN (32, 32, 64, 64), dense 512"),
+        Architecture("seed6", build_seed6, "the repository's 6-conv CNN (32, 64, 256), dense 1024"),
+        Architecture("resnet", build_resnet, "ResNet with basic blocks (32-256 wide), batch norm, GAP"),
+        Architecture("resnet_small", build_resnet_small, "the ResNet with one block per stage"),
+        Architecture("resnet_hr", build_resnet_hr, "the ResNet with a max-pooling stem"),
+        Architecture("resnet_small_hr", build_resnet_small_hr, "resnet_small with a max-pooling stem"),
     )
 }
 
