@@ -294,6 +294,20 @@ def test_the_stranger_detector_turns_unfamiliar_pictures_away(tmp_path, pixels):
     assert [a.character for a in strict.predict_pixels(pixels)] == [a.character for a in plain.predict_pixels(pixels)]
 
 
+def test_a_bundle_with_flip_answers_a_picture_and_its_mirror_alike(tmp_path, pixels):
+    path = tmp_path / "model.simpsons"
+    bundle = make_bundle(path, TEST_CHARACTERS)
+    mirrored = pixels[:, :, ::-1].copy()
+    plain = Predictor(bundle)
+    assert not np.allclose(plain.logits(pixels), plain.logits(mirrored), atol=1e-4)
+    bundle.test_time_flip = True
+    save_bundle(bundle, path)
+    flipping = Predictor(load_bundle(path))
+    np.testing.assert_allclose(flipping.logits(pixels), flipping.logits(mirrored), atol=1e-5)
+    np.testing.assert_allclose(flipping.logits(pixels), (plain.logits(pixels) + plain.logits(mirrored)) / 2, atol=1e-4)
+    assert read_description(path)["test_time_flip"] is True
+
+
 def test_a_broken_stranger_detector_is_refused(tmp_path):
     path = tmp_path / "model.simpsons"
     bundle = make_bundle(path, TEST_CHARACTERS)
@@ -371,7 +385,21 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     assert set(payload["recommended"]["on_data"]) == {"precision", "recall", "f1", "accepted"}
     assert written.temperature == pytest.approx(calibration["temperature"])
     assert (written.character_thresholds or {}) == payload["recommended"]["character_thresholds"]
-    assert "wrote threshold" in out
+    assert "wrote threshold" in out and "flip test-time augmentation off" in out and not written.test_time_flip
+    assert not payload["test_time_flip"] and 0.0 <= calibration["validation_accuracy"] <= 1.0
+
+
+def test_cli_flip_is_studied_and_written(capsys, tmp_path, training_folder):
+    model = tmp_path / "three.simpsons"
+    make_bundle(model, THREE)
+    code, out, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", tmp_path / "r",
+                             "--json", tmp_path / "c.json", "--calibrate", training_folder, "--flip", "--write")
+    assert code == 0, err
+    assert json.loads((tmp_path / "c.json").read_text())["test_time_flip"] and "mirror image" in out
+    assert load_bundle(model).test_time_flip
+    code, out, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", tmp_path / "r",
+                             "--calibrate", training_folder, "--no-flip", "--write")
+    assert code == 0 and not load_bundle(model).test_time_flip
 
 
 @pytest.mark.parametrize(
@@ -436,6 +464,7 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     assert open_set["scores"][NEIGHBOUR_SCORE]["auroc"] >= 0.83
     assert open_set["scores"][COMBINED_SCORE]["auroc"] >= 0.85
     assert open_set["scores"][DETECTOR_SCORE]["auroc"] >= 0.88 and open_set["best"] == DETECTOR_SCORE
+    assert not payload["test_time_flip"]  # the shipped bundle answers from the picture alone
     detector = open_set["stranger_detector"]
     assert detector["unknown_rejected_with_thresholds"] >= detector["unknown_rejected_by_thresholds"] + 0.05
     assert detector["validation_rejected_with_thresholds"] <= 0.08

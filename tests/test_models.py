@@ -186,3 +186,16 @@ def test_features_are_what_the_final_layer_turns_into_logits(name, batch):
 
     assert features.shape == (8, weights.shape[0])
     np.testing.assert_allclose(features @ weights + bias, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_the_mirror_scoring_network_averages_a_picture_and_its_mirror(batch):
+    images, _ = batch
+    model = ARCHITECTURES["resnet_small_hr"].build(20, SIZE)
+    plain, mirror = scoring_network(model), scoring_network(model, mirror=True)
+    logits, features = (np.asarray(output) for output in plain.predict_on_batch(images))
+    flipped_logits, flipped_features = (np.asarray(output) for output in plain.predict_on_batch(images[:, :, ::-1]))
+    mean_logits, mean_features = (np.asarray(output) for output in mirror.predict_on_batch(images))
+
+    np.testing.assert_allclose(mean_features, (features + flipped_features) / 2, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mean_logits, (logits + flipped_logits) / 2, rtol=1e-4, atol=1e-4)
+    assert mirror.count_params() == plain.count_params()  # the same weights, used twice

@@ -143,6 +143,8 @@ def test_cli_writes_timeline_srt_and_chart(capsys, clip, tmp_path):
     assert {"width", "height", "duration"} <= set(timeline["video"])
     assert len(timeline["samples"]) == 20
     assert set(timeline["samples"][0]["crops"]) == {"full", "left", "right"}
+    crop = timeline["samples"][0]["crops"]["full"]
+    assert set(crop) == {"character", "best_guess", "probability", "familiarity"} and 0 <= crop["familiarity"] <= 1
     assert [s["character"] for s in main_segments(timeline["segments"])] == ["bart_simpson", "homer_simpson"]
     for segment in timeline["segments"]:  # the segments agree with the smoothed presence of the samples
         inside = [s for s in timeline["samples"] if segment["start"] <= s["time"] < segment["end"]]

@@ -107,6 +107,7 @@ def test_health_characters_about_and_schema(client):
     assert [c["name"] for c in characters] == TEST_CHARACTERS
     about = client.get("/api/about").json()
     assert about["metrics"]["test_accuracy"] > 0.8 and about["review"] is True
+    assert about["test_time_flip"] is False and 0.0 < about["familiarity_threshold"] < 1.0  # the shipped bundle
     assert about["limits"] == {"picture_bytes": PICTURE_LIMIT, "clip_bytes": CLIP_LIMIT}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/predict", "/api/videos", "/api/videos/{job_id}", "/api/characters", "/healthz"} <= set(paths)

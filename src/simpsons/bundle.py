@@ -2,7 +2,8 @@
 
 A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
 ``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
-optional per-character thresholds, softmax temperature and stranger detector, training metadata). It loads under any Keras backend.
+optional per-character thresholds, softmax temperature, stranger detector and flip test-time
+augmentation, training metadata). It loads under any Keras backend.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class Bundle:
     character_thresholds: dict[str, float] | None = None
     temperature: float | None = None
     stranger_detector: dict[str, Any] | None = None  # ``StrangerDetector.description()`` (prediction.py)
+    test_time_flip: bool = False  # answer from the mean of each picture and its mirror image
 
     @classmethod
     def from_description(cls, model: Any, description: dict[str, Any]) -> Bundle:
@@ -55,6 +57,7 @@ class Bundle:
             character_thresholds=character_thresholds and {str(k): float(v) for k, v in character_thresholds.items()},
             temperature=float(temperature) if temperature is not None else None,
             stranger_detector=description.get("stranger_detector"),
+            test_time_flip=bool(description.get("test_time_flip", False)),
         )
 
     def description(self) -> dict[str, Any]:
@@ -69,6 +72,7 @@ class Bundle:
             "character_thresholds": self.character_thresholds,
             "temperature": self.temperature,
             "stranger_detector": self.stranger_detector,
+            "test_time_flip": self.test_time_flip,
             "metadata": self.metadata,
         }
 

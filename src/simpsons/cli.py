@@ -104,9 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     confidence.add_argument("--unknown", metavar="DATA",
                             help="labelled images whose characters the model does not know (others are ignored): "
                                  "AUROC of known against unknown per score and per unknown character, and the "
-                                 "share rejected; with --calibrate also the nearest-training-picture score")
+                                 "share rejected; with --calibrate also the nearest-training-picture score and "
+                                 "the stranger detector")
+    confidence.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                            help="study the model answering from the mean of each picture and its mirror image "
+                                 "(flip test-time augmentation: twice the work per picture); default: as the bundle")
     confidence.add_argument("--write", action="store_true",
-                            help="store the thresholds and the temperature in the --model bundle (needs --calibrate)")
+                            help="store the thresholds, the temperature, the stranger detector (with --unknown) and "
+                                 "the --flip choice in the --model bundle (needs --calibrate)")
     label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
                                             "(or with --auto, by the model into DATASET/_review/); "
@@ -330,6 +335,8 @@ def run_confidence(args: argparse.Namespace) -> int:
     if not Path(args.data).exists():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
     bundle = load_bundle(args.model or default_model_path())
+    if args.flip is not None:
+        bundle.test_time_flip = args.flip
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
                       target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown)
     if args.write:
@@ -337,7 +344,8 @@ def run_confidence(args: argparse.Namespace) -> int:
         study.payload["written_to"] = str(args.model)
         detector = "" if study.detector is None else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})"
         print(f"wrote threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character "
-              f"threshold(s), temperature {bundle.temperature:.4f}{detector} to {args.model}")
+              f"threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
+              f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")
     if args.json:
         write_json({"model": str(args.model or default_model_path()), **study.payload}, args.json)
     return 0

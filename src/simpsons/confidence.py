@@ -342,7 +342,10 @@ def run_study(
     figures = confidence_figures(probabilities)
     summary = summarise_figures(figures, correct)
     log(f"{len(true)} images, accuracy {result.accuracy:.3f}"
+        + (", each answered with its mirror image (flip test-time augmentation)" if bundle.test_time_flip else "")
         + ("" if temperature is None else f"; probabilities temperature-scaled with T={temperature:.3f}"))
+    if validation is not None:
+        log(f"shot-aware validation split: {len(validation.true)} images, accuracy {validation.accuracy:.4f}")
     log(summary_table(summary))
     written = _plot_scatters(figures, correct, true, bundle, character, report_dir)
 
@@ -369,6 +372,7 @@ def run_study(
 
     payload = {
         "data": str(data_dir), "images": int(len(true)), "accuracy": result.accuracy, "characters": bundle.characters,
+        "test_time_flip": bundle.test_time_flip,
         "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
                     "calibrated": temperature is not None,
                     "summary_uncalibrated": summarise_figures(confidence_figures(result.probabilities), correct)},
@@ -414,7 +418,7 @@ def _calibration(bundle: Bundle, result: Evaluation, validation: Evaluation | No
         temperature = fit_temperature(validation.logits, validation.true)
         calibration = {"temperature": temperature,
                        "source": f"fitted on the shot-aware validation split of {calibrate}",
-                       "validation_images": int(len(validation.true)),
+                       "validation_images": int(len(validation.true)), "validation_accuracy": validation.accuracy,
                        "validation_nll_before": negative_log_likelihood(validation.logits, validation.true),
                        "validation_nll_after": negative_log_likelihood(validation.logits, validation.true, temperature)}
     temperature = calibration["temperature"]

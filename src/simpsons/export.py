@@ -91,7 +91,7 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
     from simpsons.models import scoring_network
 
     size = bundle.image_size
-    network = scoring_network(bundle.model)
+    network = scoring_network(bundle.model, mirror=bundle.test_time_flip)
     network.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built graph
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "model.onnx"

@@ -238,16 +238,23 @@ def build_training_model(classifier: keras.Model, augmentation: keras.Sequential
     return keras.Model(inputs, classifier(augmentation(inputs)), name="training_model")
 
 
-def scoring_network(classifier: keras.Model) -> keras.Model:
+def scoring_network(classifier: keras.Model, mirror: bool = False) -> keras.Model:
     """The classifier without its final softmax, in one pass: outputs ``[logits, features]``.
 
     Every registered architecture ends in a Dense layer named ``probabilities``; its copy here has
     no activation and the same weights. Logits give the temperature-scaled probabilities and the
     energy and max-logit scores; the features (that layer's input, the pooled activations) feed the
-    stranger detector and the nearest-picture score of the confidence study.
+    stranger detector and the nearest-picture score of the confidence study. With ``mirror``, the
+    features are the mean of the picture's and its mirror image's (flip test-time augmentation), and
+    the logits are computed from that mean, which equals the mean of the two pictures' logits.
     """
     head = classifier.get_layer("probabilities")
+    pooled = keras.Model(classifier.input, head.input, name=f"{classifier.name}_features")
+    pixels = keras.Input(shape=classifier.input_shape[1:], name="pixels")
+    features = pooled(pixels)
+    if mirror:
+        features = layers.Average(name="mirror_average")([features, pooled(keras.ops.flip(pixels, axis=2))])
     logits = layers.Dense(head.units, name="logits")
-    outputs = logits(head.input)
+    outputs = logits(features)
     logits.set_weights(head.get_weights())
-    return keras.Model(classifier.input, [outputs, head.input], name=f"{classifier.name}_scores")
+    return keras.Model(pixels, [outputs, features], name=f"{classifier.name}_scores")

@@ -106,7 +106,8 @@ class Predictor:
     """Classifies RGB images with a bundle; batches internally and keeps one compiled function.
 
     ``raw=True`` gives the network's own probabilities: the bundle's temperature, thresholds and
-    stranger detector are ignored (what the confidence study fits them on).
+    stranger detector are ignored (what the confidence study fits them on). The bundle's flip
+    test-time augmentation is part of the network's answer, raw or not.
     """
 
     def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
@@ -124,7 +125,7 @@ class Predictor:
         else:  # Keras loads here, not at import: commands that need no network start fast
             from simpsons.models import scoring_network
 
-            self.network = scoring_network(bundle.model)
+            self.network = scoring_network(bundle.model, mirror=bundle.test_time_flip)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:

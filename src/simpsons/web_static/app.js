@@ -327,6 +327,9 @@ function showAbout() {
     ["model", about.model], ["architecture", about.arch || "?"], ["recipe", about.recipe || "?"],
     ["input", `${about.image_size} × ${about.image_size} px`],
     ["threshold", about.threshold === null ? "none (always answers)" : about.threshold],
+    ["stranger detector", about.familiarity_threshold == null ? "none"
+      : `unknown below familiarity ${about.familiarity_threshold.toFixed(3)}`],
+    ["mirror image", about.test_time_flip ? "each picture is answered with its mirror image" : "no"],
     ["test accuracy", metrics.test_accuracy === undefined ? "not measured"
       : `${percent(metrics.test_accuracy)} on ${metrics.test_images} pictures`],
     ["validation accuracy", metrics.validation_accuracy === undefined ? "not measured" : percent(metrics.validation_accuracy)],
