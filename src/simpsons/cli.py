@@ -342,7 +342,8 @@ def run_confidence(args: argparse.Namespace) -> int:
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)
-        detector = "" if study.detector is None else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})"
+        detector = ("" if study.detector is None
+                    else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})")
         print(f"wrote threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character "
               f"threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
               f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")

@@ -1,9 +1,10 @@
 """Export a bundle to ONNX, and run such a file with ONNX Runtime.
 
 The exported network outputs the logits and the pooled features (the softmax, with the bundle's
-temperature, and the stranger detector are applied by ``Predictor``). The file carries the bundle's ``bundle.json`` in its metadata (key
-``simpsons_bundle``), so ``simpsons predict --model model.onnx`` knows the characters,
-the input size, the temperature and the thresholds without the Keras bundle.
+temperature, and the stranger detector are applied by ``Predictor``). The file carries the bundle's
+``bundle.json`` in its metadata (key ``simpsons_bundle``), so ``simpsons predict --model model.onnx``
+knows the characters, the input size, the temperature, the thresholds and the stranger detector
+without the Keras bundle.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def export_onnx_int8(bundle: Bundle, target: str | Path, data_dir: str | Path, s
 
 
 def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray | None = None) -> None:
-    """Write the bundle's scoring network (logits and features) as ONNX (through Keras' exporter), with its description inside.
+    """Write the bundle's scoring network (logits and features) as ONNX (through Keras' exporter),
+    with its description inside.
 
     With ``int8_calibration`` (uint8 pixels of training images), the convolutions are quantized to
     8-bit integers (static, per channel, percentile ranges; the first convolution and the dense

@@ -221,8 +221,9 @@ def describe_open_set(figures: dict) -> str:
                      f"{DETECTOR_KEEPS:.0%} of known validation images and rejects "
                      f"{detector['cross_fitted_unknown_rejected']:.0%} of unknown ones (cross-fitted)")
         if "unknown_rejected_with_thresholds" in detector:
-            lines.append(f"  with the recommended probability thresholds: {detector['unknown_rejected_by_thresholds']:.0%}"
-                         f" of unknown images answered unknown by the thresholds alone, "
+            lines.append(f"  with the recommended probability thresholds: "
+                         f"{detector['unknown_rejected_by_thresholds']:.0%} of unknown images answered unknown by "
+                         f"the thresholds alone, "
                          f"{detector['unknown_rejected_with_thresholds']:.0%} with the detector too (cross-fitted); "
                          f"known validation images: {detector['validation_rejected_by_thresholds']:.1%} and "
                          f"{detector['validation_rejected_with_thresholds']:.1%}")
@@ -254,20 +255,8 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
     strangers_logits, strangers_features = predictor.logits_and_features(strangers.images)
     more_scores, detector = {}, None
     if training is not None and validation is not None:
-        reference = predictor.features(training.images)
-        known_similarity = nearest_neighbour_similarity(reference, known.features)
-        strangers_similarity = nearest_neighbour_similarity(reference, strangers_features)
-        more_scores[NEIGHBOUR_SCORE] = (known_similarity, strangers_similarity)
-        best = "best probability"
-        standardise_on = (open_set_scores(validation.logits, temperature)[best],
-                          nearest_neighbour_similarity(reference, validation.features))
-        more_scores[COMBINED_SCORE] = tuple(
-            combined_score(open_set_scores(logits, temperature)[best], similarity, *standardise_on)
-            for logits, similarity in ((known.logits, known_similarity), (strangers_logits, strangers_similarity)))
-        if len(set(names)) >= 2:
-            detector = study_stranger_detector(reference, validation.features, known.features, strangers_features,
-                                               names)
-            more_scores[DETECTOR_SCORE] = (detector.known, detector.strangers)
+        more_scores, detector = _feature_scores(predictor.features(training.images), validation, known,
+                                                strangers_logits, strangers_features, names, temperature)
     figures = open_set_figures(known.logits, strangers_logits, temperature, unknown_names=names,
                                more_scores=more_scores)
     if detector is not None:
@@ -282,6 +271,26 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
         panels[figures["best"]] = more_scores[figures["best"]]
     plot_open_set(panels, figures, plot_path)
     return figures, detector
+
+
+def _feature_scores(reference: np.ndarray, validation: Evaluation, known: Evaluation, strangers_logits: np.ndarray,
+                    strangers_features: np.ndarray, names: list[str], temperature: float | None
+                    ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], DetectorStudy | None]:
+    """The nearest-picture, combined and stranger-detector scores of the known and unknown pictures
+    (``reference``: the training split's features), and the detector (``None`` with one unknown character)."""
+    known_similarity = nearest_neighbour_similarity(reference, known.features)
+    strangers_similarity = nearest_neighbour_similarity(reference, strangers_features)
+    best = "best probability"
+    standardise_on = (open_set_scores(validation.logits, temperature)[best],
+                      nearest_neighbour_similarity(reference, validation.features))
+    scores = {NEIGHBOUR_SCORE: (known_similarity, strangers_similarity), COMBINED_SCORE: tuple(
+        combined_score(open_set_scores(logits, temperature)[best], similarity, *standardise_on)
+        for logits, similarity in ((known.logits, known_similarity), (strangers_logits, strangers_similarity)))}
+    if len(set(names)) < 2:
+        return scores, None
+    detector = study_stranger_detector(reference, validation.features, known.features, strangers_features, names)
+    scores[DETECTOR_SCORE] = (detector.known, detector.strangers)
+    return scores, detector
 
 
 def _rejected_together(predictor: Predictor, recommended: dict, detector: DetectorStudy,
