@@ -24,7 +24,7 @@ def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def test_onnx_gives_the_same_probabilities_as_keras(shipped_onnx: Path, samples_dir: Path):
+def test_onnx_gives_the_same_answers_as_keras(shipped_onnx: Path, samples_dir: Path):
     keras_predictor = Predictor.load()
     onnx_predictor = Predictor.load(shipped_onnx)
     images = datasets.load_images(samples_dir, keras_predictor.image_size).images
@@ -32,6 +32,11 @@ def test_onnx_gives_the_same_probabilities_as_keras(shipped_onnx: Path, samples_
     from_onnx = onnx_predictor.probabilities(images)
     np.testing.assert_allclose(from_onnx, from_keras, atol=1e-4)
     assert (from_onnx.argmax(axis=1) == from_keras.argmax(axis=1)).all()
+    # the stranger detector travels in the file's description: the same answers, unknown ones included
+    assert onnx_predictor.stranger_detector is not None
+    by_keras, by_onnx = keras_predictor.predict_pixels(images), onnx_predictor.predict_pixels(images)
+    assert [a.character for a in by_onnx] == [a.character for a in by_keras]
+    np.testing.assert_allclose([a.familiarity for a in by_onnx], [a.familiarity for a in by_keras], atol=1e-4)
 
 
 def test_onnx_file_carries_the_bundle_description(shipped_onnx: Path):
