@@ -139,7 +139,8 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
         raise SimpsonsError(f"not a simpsons model bundle: {path} (temperature {temperature!r} is not positive)")
     detector = description.get("stranger_detector")
     if detector is not None and not (isinstance(detector, dict) and {"weights", "bias", "threshold"} <= set(detector)):
-        raise SimpsonsError(f"not a simpsons model bundle: {path} (its stranger detector lacks weights, bias or threshold)")
+        raise SimpsonsError(f"not a simpsons model bundle: {path} "
+                            "(its stranger detector lacks weights, bias or threshold)")
     return description
 
 

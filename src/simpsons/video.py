@@ -398,8 +398,7 @@ def timeline_payload(info: VideoInfo, samples: list[Sample], segments: list[Segm
         "screen_time": {name: round(seconds, 3) for name, seconds in screen_time(segments).items()},
         "segments": [segment.as_dict() for segment in segments],
         "samples": [{"time": round(sample.time, 4),
-                     "crops": {crop: {key: p.as_dict()[key] for key in ("character", "best_guess", "probability",
-                                                                         "familiarity")}
+                     "crops": {crop: {key: value for key, value in p.as_dict().items() if key != "top_k"}
                                for crop, p in sample.crops.items()},
                      "present": [characters[c] for c in np.flatnonzero(smoothed[row])]}
                     for row, sample in enumerate(samples)],
