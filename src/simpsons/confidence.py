@@ -17,7 +17,7 @@ from scipy.optimize import minimize_scalar
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
-from simpsons.evaluation import Evaluation, evaluate, plt, pretty, save_figure
+from simpsons.evaluation import Evaluation, confidence_figures, evaluate, plt, pretty, save_figure
 from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study
 from simpsons.prediction import Predictor, softmax
 
@@ -30,15 +30,7 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
 # --------------------------------------------------------------------------- the three figures
-
-
-def confidence_figures(probabilities: np.ndarray) -> np.ndarray:
-    """Per image: best probability, gap between the two best, population std of the vector; shape (n, 3)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    ordered = np.sort(probabilities, axis=1)
-    best = ordered[:, -1]
-    second = ordered[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
-    return np.stack([best, best - second, probabilities.std(axis=1)], axis=1)
+# (computed per image by ``evaluation.confidence_figures``, which the open-set scores share)
 
 
 def summarise_figures(figures: np.ndarray, correct: np.ndarray) -> dict:

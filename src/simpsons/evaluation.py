@@ -32,6 +32,15 @@ def accuracy_of(bundle: Bundle, data: LabelledImages) -> float:
     return float(np.mean(predicted == data.labels))
 
 
+def confidence_figures(probabilities: np.ndarray) -> np.ndarray:
+    """Per image: best probability, gap between the two best, population std of the vector; shape (n, 3)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    ordered = np.sort(probabilities, axis=1)
+    best = ordered[:, -1]
+    second = ordered[:, -2] if probabilities.shape[1] > 1 else np.zeros(len(probabilities))
+    return np.stack([best, best - second, probabilities.std(axis=1)], axis=1)
+
+
 ANSWERED_UNKNOWN = -1
 
 

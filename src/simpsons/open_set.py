@@ -21,7 +21,7 @@ from scipy.special import logsumexp
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
-from simpsons.evaluation import Evaluation, plt, save_figure
+from simpsons.evaluation import Evaluation, confidence_figures, plt, save_figure
 from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, softmax, unit_rows
 
 KNOWN_KEPT = 0.95
@@ -39,10 +39,8 @@ DETECTOR_KEEPS = 0.97  # the detector's threshold keeps this share of the known 
 def open_set_scores(logits: np.ndarray, temperature: float | None = None) -> dict[str, np.ndarray]:
     """Candidate scores of "this shows a known character", per image; higher means surer."""
     logits = np.asarray(logits, dtype=np.float64)
-    probabilities = softmax(logits, temperature)
-    ordered = np.sort(probabilities, axis=1)
-    second = ordered[:, -2] if ordered.shape[1] > 1 else np.zeros(len(ordered))
-    return {"best probability": ordered[:, -1], "gap between the two best": ordered[:, -1] - second,
+    figures = confidence_figures(softmax(logits, temperature))
+    return {"best probability": figures[:, 0], "gap between the two best": figures[:, 1],
             "max logit": logits.max(axis=1), "energy": logsumexp(logits, axis=1)}
 
 
@@ -97,8 +95,8 @@ class DetectorStudy:
     known: np.ndarray  # familiarity of the studied known pictures (detectors of every fold, averaged)
     strangers: np.ndarray  # familiarity of each unknown picture by the detector that never saw its character
     strangers_rejected: np.ndarray  # ``strangers`` below the threshold chosen as the detector's was
+    validation_rejected: np.ndarray  # the validation pictures below the detector's threshold
     unknown_characters: int
-    validation_rejected: np.ndarray | None = None  # the validation pictures below the detector's threshold
 
     @property
     def rejected_at_threshold(self) -> float:
@@ -135,8 +133,8 @@ def study_stranger_detector(training: np.ndarray, validation: np.ndarray, known:
     validation_familiarity = detector.familiarity(validation)
     detector.threshold = float(np.quantile(validation_familiarity, 1 - DETECTOR_KEEPS))
     return DetectorStudy(detector=detector, known=averaged.familiarity(known), strangers=cross_fitted,
-                         strangers_rejected=cross_fitted < fold_threshold, unknown_characters=characters,
-                         validation_rejected=validation_familiarity < detector.threshold)
+                         strangers_rejected=cross_fitted < fold_threshold,
+                         validation_rejected=validation_familiarity < detector.threshold, unknown_characters=characters)
 
 
 # --------------------------------------------------------------------------- figures
