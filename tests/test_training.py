@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -22,6 +22,7 @@ from simpsons.prediction import default_model_path
 from simpsons.training import (
     BUNDLE_NAME,
     PRESETS,
+    Recipe,
     balanced_class_weights,
     read_history,
     resolve_recipe,
@@ -46,7 +47,7 @@ def state(run: Path) -> dict:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "laptop_long"}
+    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "laptop_long", "fixres"}
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
         "seed", 64, "rmsprop", 1e-4, 32)
@@ -62,14 +63,18 @@ def test_presets_and_overrides():
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
 
 
-def test_laptop_long_is_the_laptop_recipe_that_trained_the_shipped_model():
+def test_the_shipped_model_is_laptop_long_then_fixres():
     """MODEL_CARD.md: the shipped model was trained as `--preset laptop --arch resnet_small_hr --image-size 96
-    --epochs 48`; `--preset laptop_long` must stay that recipe."""
+    --epochs 48` (now `--preset laptop_long`), then fine-tuned by `--preset fixres --init` that bundle, on the
+    same pictures and split; both presets must stay those recipes."""
     ran = resolve_recipe("laptop", "resnet_small_hr", image_size=96, epochs=48)
-    named = PRESETS["laptop_long"]
-    assert replace(ran, name=named.name, description=named.description) == named
-    shipped = read_description(default_model_path())["metadata"]["recipe"]
-    assert {**shipped, "name": named.name, "description": named.description} == asdict(named)
+    first, second = PRESETS["laptop_long"], PRESETS["fixres"]
+    assert replace(ran, name=first.name, description=first.description) == first
+    shipped = read_description(default_model_path())["metadata"]
+    started = shipped["initialised_from"]
+    assert replace(Recipe(**started["recipe"]), name=first.name, description=first.description) == first
+    assert replace(Recipe(**shipped["recipe"]), description=second.description) == second
+    assert (started["seed"], started["data_fingerprint"]) == (shipped["seed"], shipped["data_fingerprint"])
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -98,7 +103,7 @@ def test_optimizers_of_every_preset(name):
     recipe = PRESETS[name]
     optimizer = training.build_optimizer(recipe, steps_per_epoch=100)
     first = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-    if recipe.optimizer == "adamw_cosine":
+    if recipe.optimizer == "adamw_cosine" and recipe.warmup_epochs:
         assert first == pytest.approx(recipe.learning_rate / 100)  # warm-up starts low
     else:
         assert first == pytest.approx(recipe.learning_rate)
@@ -393,3 +398,81 @@ def test_background_needs_pictures(training_folder, tmp_path):
     with pytest.raises(SimpsonsError, match="no pictures in"):
         train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS,
               background_dir=str(tmp_path / "empty"))
+
+
+# --------------------------------------------------------------------------- fine-tuning (train --init)
+
+
+@pytest.fixture(scope="module")
+def resnet_bundle(training_folder, tmp_path_factory) -> Path:
+    """A one-epoch resnet_small at 32 px: a bundle to fine-tune."""
+    run = tmp_path_factory.mktemp("runs") / "resnet"
+    return train(str(training_folder), str(run), resolve_recipe("laptop", None, epochs=1, **FAST),
+                 characters=CHARACTERS)
+
+
+def trainable_arrays(model: keras.Model) -> list[np.ndarray]:
+    return [keras.ops.convert_to_numpy(weight) for weight in model.trainable_weights]
+
+
+def test_fine_tuning_starts_from_the_bundle_at_another_size_and_resumes(resnet_bundle, training_folder, tmp_path,
+                                                                        capsys):
+    from simpsons.cli import main
+
+    run = tmp_path / "fine"
+    argv = ["train", str(training_folder), "--init", str(resnet_bundle), "--preset", "fixres", "--image-size", "48",
+            "--epochs", "2", "--batch-size", "8", "--out", str(run), "--time-limit", "1e-6"]
+    assert main(argv) == 0  # stopped by the time limit after one epoch
+    assert "warning" not in capsys.readouterr().out  # same pictures, seed and split as the bundle's run
+    recorded = json.loads((run / "run.json").read_text())
+    assert recorded["recipe"]["name"] == "fixres" and recorded["recipe"]["arch"] == "resnet_small"
+    started = load_bundle(resnet_bundle)
+    assert recorded["initialised_from"]["path"] == str(resnet_bundle.resolve())
+    assert recorded["initialised_from"]["recipe"] == started.metadata["recipe"]
+    assert recorded["characters"] == started.characters and recorded["seed"] == started.metadata["seed"]
+    assert main(["train", "--resume", str(run)]) == 0
+
+    tuned = load_bundle(run / BUNDLE_NAME)
+    assert tuned.image_size == 48 and tuned.model.input_shape == (None, 48, 48, 3)
+    assert tuned.metadata["metrics"]["epochs_done"] == 2
+    moved = [not np.allclose(a, b) for a, b in zip(trainable_arrays(tuned.model), trainable_arrays(started.model),
+                                                    strict=True)]
+    assert any(moved)  # trained further, from the same shapes
+
+
+def test_fine_tuning_copies_the_weights(resnet_bundle, training_folder, tmp_path):
+    """With a learning rate of 0 the fine-tuned network keeps every trainable weight of the bundle."""
+    recipe = resolve_recipe("fixres", "resnet_small", epochs=1, batch_size=8, image_size=40, learning_rate=0.0)
+    tuned = load_bundle(train(str(training_folder), str(tmp_path / "run"), recipe, init_bundle=str(resnet_bundle)))
+    started = load_bundle(resnet_bundle)
+    for a, b in zip(trainable_arrays(tuned.model), trainable_arrays(started.model), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, capsys):
+    recipe = resolve_recipe("fixres", "resnet_small", epochs=1, **FAST)
+    train(str(training_folder), str(tmp_path / "run"), recipe, init_bundle=str(resnet_bundle), seed=5)
+    assert "pictures it learnt may sit in this run's validation split" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "fixres"], "the fixres preset fine-tunes a trained model: give --init BUNDLE"),
+        (["--init", "{seed}", "--arch", "resnet_small"], "holds a seed network; the recipe trains resnet_small"),
+        (["--init", "{seed}", "--image-size", "48"], "does not fit this recipe's seed at 48 px"),
+        (["--init", "{resnet}", "--characters", "bart_simpson,lisa_simpson"],
+         "--characters cannot change them when fine-tuning"),
+        (["--init", "{missing}"], "missing.simpsons"),
+    ],
+)
+def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle, training_folder, tmp_path, capsys):
+    from simpsons.cli import main
+
+    paths = {"seed": str(finished_run / BUNDLE_NAME), "resnet": str(resnet_bundle),
+             "missing": str(tmp_path / "missing.simpsons")}
+    argv = ["train", str(training_folder), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"]
+    assert main(argv + [arg.format(**paths) for arg in extra]) == 2
+    error = capsys.readouterr().err
+    assert message in error and "Traceback" not in error
+    assert not (tmp_path / "run" / BUNDLE_NAME).exists()

@@ -20,6 +20,7 @@ from schemathesis.checks import not_a_server_error
 from test_cli import one_line_error, run_cli
 from test_video import FPS, write_clip
 
+from simpsons.errors import SimpsonsError
 from simpsons.labelling import CROPS, LabelLog, read_log
 from simpsons.prediction import Predictor
 from simpsons.web import MB, STATIC, create_app
@@ -481,3 +482,24 @@ def test_serve_bad_input_is_one_line_exit_2(capsys, tmp_path):
     assert code == 2 and "65535" in one_line_error(err)
     code, _, err = run_cli(capsys, "serve", "--port", 0, "--host", "no-such-host.invalid")
     assert code == 2 and "no-such-host.invalid" in one_line_error(err)
+
+
+def test_a_video_job_counts_frames_through_the_shared_network(tiny_bundle, tmp_path):
+    import threading
+
+    import numpy as np
+
+    from simpsons.video import Options
+    from simpsons.web import VideoJob, _JobPredictor
+
+    shared = Predictor.load(tiny_bundle)
+    job = VideoJob("job", tmp_path, Options(), annotate=False, expected=2)
+    stopping = threading.Event()
+    counting = _JobPredictor(shared, job, crops=3, stopping=stopping)
+    pixels = np.random.default_rng(0).integers(0, 256, (6, shared.image_size, shared.image_size, 3), np.uint8)
+    np.testing.assert_allclose(counting.score(pixels).probabilities, shared.score(pixels).probabilities)
+    assert job.classified == 2  # six crops: two frames of three crops
+    assert "network" not in vars(counting)  # one network for the server: the job never builds its own
+    stopping.set()
+    with pytest.raises(SimpsonsError, match="the server stopped"):
+        counting.score(pixels)

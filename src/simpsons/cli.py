@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive)
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--image-size", type=_positive)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, help="seed of the split and the training (default 0, or --init's)")
+    train.add_argument("--init", metavar="BUNDLE",
+                       help="start from this model bundle's weights (fine-tuning): same architecture and "
+                            "characters, any input size; e.g. --preset fixres")
     train.add_argument("--time-limit", type=float, metavar="MINUTES",
                        help="stop cleanly after the epoch that would overrun this many minutes")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
@@ -204,21 +207,24 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from simpsons.bundle import read_description
     from simpsons.training import PRESETS, resolve_recipe, resume_training, train
 
     if args.list_presets:
         for recipe in PRESETS.values():
-            print(f"{recipe.name:<10} {recipe.description}")
+            print(f"{recipe.name:<12} {recipe.description}")
         return 0
     if args.resume:
         resume_training(args.resume, time_limit_minutes=args.time_limit)
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
-    recipe = resolve_recipe(args.preset, args.arch, epochs=args.epochs, batch_size=args.batch_size,
+    arch = args.arch or (args.init and read_description(args.init).get("metadata", {}).get("arch"))
+    recipe = resolve_recipe(args.preset, arch or None, epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
-          test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background)
+          test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
+          init_bundle=args.init)
     return 0
 
 

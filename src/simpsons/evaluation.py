@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
 
@@ -127,7 +128,7 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
     logits, features = predictor.logits_and_features(data.images[keep])
     probabilities = softmax(logits, predictor.temperature)
     predicted = probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64)
-    answers = predictor.decide(probabilities, top_k=1, familiarity=predictor.familiarity(features))
+    answers = predictor.decide(probabilities, top_k=1, familiarity=predictor.familiarity(features, probabilities))
     rejected = [i for i, answer in enumerate(answers) if answer.character == UNKNOWN]
     predicted[rejected] = ANSWERED_UNKNOWN
     return Evaluation(
@@ -255,6 +256,7 @@ def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title
         axes.plot(epochs, [row.get(f"val_{metric}", np.nan) for row in history], label="validation (shot-aware)",
                   color="tab:orange")
         axes.set_xlabel("epoch")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25 on a short run's axis
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend()

@@ -216,7 +216,11 @@ def build_augmentation(policy: str, image_size: int, seed: int | None = None) ->
 
     ``article``: rotations up to 10 degrees, shifts of 10%, horizontal flips and Gaussian noise.
     ``strong``: adds random zoom up to 1.4x (a resized crop), contrast and brightness jitter.
+    ``light``: flips, rotations up to 5 degrees and shifts of 5%, nothing else: pictures close to those
+    the model will be given, to fine-tune a model trained with ``strong`` (the ``fixres`` preset).
     """
+    if policy == "light":
+        return keras.Sequential([RandomAffine(5.0, 0.05, (1.0, 1.0), seed=seed)], name="augment_light")
     if policy == "article":
         augment = [RandomAffine(10.0, 0.1, (1.0, 1.0), seed=seed)]
     elif policy == "strong":

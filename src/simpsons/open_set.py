@@ -88,6 +88,46 @@ def fit_stranger_weights(known_features: np.ndarray, stranger_features: np.ndarr
 
 
 @dataclass
+class DetectorInputs:
+    """What the stranger detector reads of some pictures: pooled features and best probabilities."""
+
+    features: np.ndarray
+    best_probability: np.ndarray
+
+    def rows(self, index: np.ndarray) -> DetectorInputs:
+        return DetectorInputs(self.features[index], self.best_probability[index])
+
+
+def _logits(detector: StrangerDetector, pictures: DetectorInputs) -> np.ndarray:
+    return detector.logits(pictures.features, pictures.best_probability)
+
+
+def _familiarity(detector: StrangerDetector, pictures: DetectorInputs) -> np.ndarray:
+    return detector.familiarity(pictures.features, pictures.best_probability)
+
+
+def platt_scaling(known: np.ndarray, strangers: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept that turn detector logits into the chance, both classes weighted equally,
+    that a picture shows a known character (a one-input logistic regression)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(class_weight="balanced").fit(
+        np.r_[known, strangers][:, None], np.r_[np.ones(len(known)), np.zeros(len(strangers))])
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
+
+
+def fit_stranger_detector(training: np.ndarray, strangers: np.ndarray, validation: DetectorInputs) -> StrangerDetector:
+    """The logistic regression on features (``fit_stranger_weights``) plus the best probability, weighted
+    so that on the validation pictures it spreads as much as the features' part (the two scores,
+    standardised, added) and centred there, so that it adds nothing for a typical known picture
+    (threshold 0 until the study sets it)."""
+    weights, bias = fit_stranger_weights(training, strangers)
+    from_features = unit_rows(validation.features) @ weights + bias
+    weight = float(from_features.std()) / max(float(validation.best_probability.std()), 1e-12)
+    return StrangerDetector(weights, bias - weight * float(validation.best_probability.mean()), 0.0, weight)
+
+
+@dataclass
 class DetectorStudy:
     """A stranger detector fitted on every unknown picture, and its cross-fitted familiarities."""
 
@@ -110,29 +150,35 @@ class DetectorStudy:
                            "cross_fitted_unknown_rejected": round(self.rejected_at_threshold, 4)}}
 
 
-def study_stranger_detector(training: np.ndarray, validation: np.ndarray, known: np.ndarray,
-                            strangers: np.ndarray, stranger_names: list[str]) -> DetectorStudy:
+def study_stranger_detector(training: np.ndarray, validation: DetectorInputs, known: DetectorInputs,
+                            strangers: DetectorInputs, stranger_names: list[str]) -> DetectorStudy:
     """Fit the detector on the training split's features against every stranger; its threshold keeps
     ``DETECTOR_KEEPS`` of the validation pictures. The familiarities reported are cross-fitted over
-    folds of whole unknown characters."""
+    folds of whole unknown characters, and Platt-scaled on them against the validation pictures: a
+    familiarity is the chance, known and unknown weighted equally, that a picture shows a known character."""
     from sklearn.model_selection import GroupKFold
 
     characters = len(set(stranger_names))
     if characters < 2:
         raise SimpsonsError("the stranger detector needs pictures of at least two unknown characters")
-    cross_fitted = np.empty(len(strangers))
-    fold_weights, fold_biases = [], []
-    for fitted, held_out in GroupKFold(min(DETECTOR_FOLDS, characters)).split(strangers, groups=stranger_names):
-        weights, bias = fit_stranger_weights(training, strangers[fitted])
-        cross_fitted[held_out] = StrangerDetector(weights, bias, 0.0).familiarity(strangers[held_out])
-        fold_weights.append(weights)
-        fold_biases.append(bias)
-    averaged = StrangerDetector(np.mean(fold_weights, axis=0), float(np.mean(fold_biases)), 0.0)
-    fold_threshold = float(np.quantile(averaged.familiarity(validation), 1 - DETECTOR_KEEPS))
-    detector = StrangerDetector(*fit_stranger_weights(training, strangers), 0.0)
-    validation_familiarity = detector.familiarity(validation)
+    cross_fitted = np.empty(len(strangers.features))  # logits first
+    folds = []
+    for fitted, held_out in GroupKFold(min(DETECTOR_FOLDS, characters)).split(strangers.features,
+                                                                              groups=stranger_names):
+        fold = fit_stranger_detector(training, strangers.features[fitted], validation)
+        cross_fitted[held_out] = _logits(fold, strangers.rows(held_out))
+        folds.append(fold)
+    averaged = StrangerDetector(np.mean([fold.weights for fold in folds], axis=0),
+                                float(np.mean([fold.bias for fold in folds])), 0.0,
+                                float(np.mean([fold.probability_weight for fold in folds])))
+    slope, intercept = platt_scaling(_logits(averaged, validation), cross_fitted)
+    averaged = averaged.scaled(slope, intercept)
+    cross_fitted = 1.0 / (1.0 + np.exp(-(slope * cross_fitted + intercept)))
+    fold_threshold = float(np.quantile(_familiarity(averaged, validation), 1 - DETECTOR_KEEPS))
+    detector = fit_stranger_detector(training, strangers.features, validation).scaled(slope, intercept)
+    validation_familiarity = _familiarity(detector, validation)
     detector.threshold = float(np.quantile(validation_familiarity, 1 - DETECTOR_KEEPS))
-    return DetectorStudy(detector=detector, known=averaged.familiarity(known), strangers=cross_fitted,
+    return DetectorStudy(detector=detector, known=_familiarity(averaged, known), strangers=cross_fitted,
                          strangers_rejected=cross_fitted < fold_threshold,
                          validation_rejected=validation_familiarity < detector.threshold, unknown_characters=characters)
 
@@ -276,17 +322,19 @@ def _feature_scores(reference: np.ndarray, validation: Evaluation, known: Evalua
                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], DetectorStudy | None]:
     """The nearest-picture, combined and stranger-detector scores of the known and unknown pictures
     (``reference``: the training split's features), and the detector (``None`` with one unknown character)."""
-    known_similarity = nearest_neighbour_similarity(reference, known.features)
-    strangers_similarity = nearest_neighbour_similarity(reference, strangers_features)
-    best = "best probability"
-    standardise_on = (open_set_scores(validation.logits, temperature)[best],
-                      nearest_neighbour_similarity(reference, validation.features))
-    scores = {NEIGHBOUR_SCORE: (known_similarity, strangers_similarity), COMBINED_SCORE: tuple(
-        combined_score(open_set_scores(logits, temperature)[best], similarity, *standardise_on)
-        for logits, similarity in ((known.logits, known_similarity), (strangers_logits, strangers_similarity)))}
+    pictures = {name: DetectorInputs(features, open_set_scores(logits, temperature)["best probability"])
+                for name, features, logits in (("validation", validation.features, validation.logits),
+                                               ("known", known.features, known.logits),
+                                               ("strangers", strangers_features, strangers_logits))}
+    similarity = {name: nearest_neighbour_similarity(reference, part.features) for name, part in pictures.items()}
+    standardise_on = (pictures["validation"].best_probability, similarity["validation"])
+    scores = {NEIGHBOUR_SCORE: (similarity["known"], similarity["strangers"]), COMBINED_SCORE: tuple(
+        combined_score(pictures[name].best_probability, similarity[name], *standardise_on)
+        for name in ("known", "strangers"))}
     if len(set(names)) < 2:
         return scores, None
-    detector = study_stranger_detector(reference, validation.features, known.features, strangers_features, names)
+    detector = study_stranger_detector(reference, pictures["validation"], pictures["known"], pictures["strangers"],
+                                       names)
     scores[DETECTOR_SCORE] = (detector.known, detector.strangers)
     return scores, detector
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,28 +46,42 @@ class Prediction:
 
 @dataclass
 class StrangerDetector:
-    """Tells pictures of the characters a model knows from pictures of others, by their features.
+    """Tells pictures of the characters a model knows from pictures of others.
 
-    A linear model on the unit-length pooled features (fitted by the confidence study): its
-    sigmoid is the picture's *familiarity*, 0..1; below ``threshold`` the answer is ``unknown``.
+    A linear model on the unit-length pooled features, plus the best (temperature-scaled) probability
+    times ``probability_weight`` (both fitted by the confidence study): its sigmoid is the picture's
+    *familiarity*, 0..1, the chance (known and unknown weighted equally) that it shows a character the
+    model knows; below ``threshold`` the answer is ``unknown``.
     """
 
     weights: np.ndarray
     bias: float
     threshold: float
+    probability_weight: float = 0.0
 
     @classmethod
     def from_description(cls, description: dict) -> StrangerDetector:
         return cls(np.asarray(description["weights"], np.float64), float(description["bias"]),
-                   float(description["threshold"]))
+                   float(description["threshold"]), float(description.get("probability_weight", 0.0)))
 
     def description(self) -> dict:
         """What the bundle stores."""
-        return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold}
+        return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold,
+                "probability_weight": self.probability_weight}
 
-    def familiarity(self, features: np.ndarray) -> np.ndarray:
-        """Per picture, from the network's pooled features: higher means more like the known characters."""
-        return 1.0 / (1.0 + np.exp(-(unit_rows(features) @ self.weights + self.bias)))
+    def logits(self, features: np.ndarray, best_probability: np.ndarray) -> np.ndarray:
+        """The linear model's value per picture, before the sigmoid."""
+        return unit_rows(features) @ self.weights + self.bias + self.probability_weight * best_probability
+
+    def familiarity(self, features: np.ndarray, best_probability: np.ndarray) -> np.ndarray:
+        """Per picture, from the network's pooled features and its best probability: higher means more
+        like the known characters."""
+        return 1.0 / (1.0 + np.exp(-self.logits(features, best_probability)))
+
+    def scaled(self, slope: float, intercept: float) -> StrangerDetector:
+        """The detector whose logits are ``slope * logits + intercept``: the same order, another sigmoid."""
+        return StrangerDetector(self.weights * slope, self.bias * slope + intercept, self.threshold,
+                                self.probability_weight * slope)
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -120,12 +136,16 @@ class Predictor:
         detector = None if raw else bundle.stranger_detector
         self.stranger_detector = StrangerDetector.from_description(detector) if detector else None
         self.batch_size = batch_size
-        if isinstance(bundle.model, OnnxNetwork):  # an exported network gives logits and features already
-            self.network = bundle.model
-        else:  # Keras loads here, not at import: commands that need no network start fast
-            from simpsons.models import scoring_network
 
-            self.network = scoring_network(bundle.model, mirror=bundle.test_time_flip)
+    @cached_property
+    def network(self) -> Any:
+        """What gives logits and features, built at its first use (a subclass that answers from another
+        predictor never builds it). Keras loads here, not at import: commands that need no network start fast."""
+        if isinstance(self.bundle.model, OnnxNetwork):  # an exported network gives logits and features already
+            return self.bundle.model
+        from simpsons.models import scoring_network
+
+        return scoring_network(self.bundle.model, mirror=self.bundle.test_time_flip)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Predictor:
@@ -159,14 +179,18 @@ class Predictor:
         """The pooled features behind the logits for a uint8 batch of any length."""
         return self.logits_and_features(pixels)[1]
 
-    def familiarity(self, features: np.ndarray) -> np.ndarray | None:
-        """The stranger detector's familiarity of each picture; ``None`` without a detector."""
-        return None if self.stranger_detector is None else self.stranger_detector.familiarity(features)
+    def familiarity(self, features: np.ndarray, probabilities: np.ndarray) -> np.ndarray | None:
+        """The stranger detector's familiarity of each picture (from its features and temperature-scaled
+        probabilities); ``None`` without a detector."""
+        if self.stranger_detector is None:
+            return None
+        return self.stranger_detector.familiarity(features, probabilities.max(axis=1, initial=0.0))
 
     def score(self, pixels: np.ndarray) -> Scores:
         """Probabilities (temperature-scaled when the bundle has a temperature) and familiarity of a uint8 batch."""
         logits, features = self.logits_and_features(pixels)
-        return Scores(softmax(logits, self.temperature), self.familiarity(features))
+        probabilities = softmax(logits, self.temperature)
+        return Scores(probabilities, self.familiarity(features, probabilities))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length."""

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from simpsons import data as datasets
-from simpsons.bundle import Bundle, save_bundle, write_atomically
+from simpsons.bundle import Bundle, load_bundle, save_bundle, write_atomically
 from simpsons.errors import SimpsonsError
 from simpsons.models import build_augmentation, build_training_model, get_architecture
 
@@ -39,6 +39,7 @@ class Recipe:
     augmentation: str = "article"
     class_weighting: bool = False
     description: str = ""
+    fine_tune: bool = False  # continues a trained model (train --init BUNDLE) rather than starting afresh
 
 
 PRESETS: dict[str, Recipe] = {
@@ -67,7 +68,14 @@ PRESETS: dict[str, Recipe] = {
             "laptop_long", "resnet_small_hr", 96, 48, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
             label_smoothing=0.1, augmentation="strong", class_weighting=True,
             description="the laptop recipe on the pooling-stem ResNet at 96 px, 48 epochs: about 70 minutes "
-                        "on a 2-core CPU with PyTorch's backend (the shipped default)",
+                        "on a 2-core CPU with PyTorch's backend (the first stage of the shipped default)",
+        ),
+        Recipe(
+            "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
+            label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
+            description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
+                        "augmentation, so it sees the sharper pictures it will be given (the second stage of "
+                        "the shipped default: about 8 minutes)",
         ),
     )
 }
@@ -176,19 +184,25 @@ def train(
     run_dir: str,
     recipe: Recipe,
     *,
-    seed: int = 0,
+    seed: int | None = None,
     min_images: int = datasets.DEFAULT_MIN_IMAGES,
     characters: list[str] | None = None,
     test_dir: str | None = None,
     resume: bool = False,
-    validation_fraction: float = 0.15,
+    validation_fraction: float | None = None,
     time_limit_minutes: float | None = None,
     background_dir: str | None = None,
+    init_bundle: str | None = None,
 ) -> Path:
     """Train ``recipe`` on ``data_dir`` and write the run folder; returns the bundle's path.
 
     With ``background_dir``, its pictures (frames showing none of the characters) become one more
     class, ``no_character``, split and evaluated like the others.
+
+    With ``init_bundle``, training starts from that bundle's weights (same architecture and
+    characters, any input size) and, unless told otherwise, from its seed and validation fraction,
+    so that its validation pictures stay unseen. ``seed`` defaults to 0 and ``validation_fraction``
+    to 0.15 otherwise.
 
     The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
     checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
@@ -199,6 +213,12 @@ def train(
     earlier_run, epochs_done = _read_run(out) if resume else ({}, 0)
     if not resume and (out / "state.json").exists():
         raise SimpsonsError(f"{out} already holds a training run; use --resume or another --out")
+    if recipe.fine_tune and not (init_bundle or resume):
+        raise SimpsonsError(f"the {recipe.name} preset fine-tunes a trained model: give --init BUNDLE")
+    init = _starting_bundle(init_bundle, recipe) if init_bundle and not resume else None
+    if init is not None:
+        characters = _starting_characters(init, characters, init_bundle)
+    seed, validation_fraction = _split_settings(init, seed, validation_fraction)
     keras.utils.set_random_seed(seed)
 
     if background_dir and characters:  # a resumed run lists no_character, which comes from background_dir
@@ -207,6 +227,9 @@ def train(
     train_idx, val_idx = datasets.shot_aware_split(images, validation_fraction=validation_fraction, seed=seed)
     train_set, val_set = images.subset(train_idx), images.subset(val_idx)
     num_classes = len(images.characters)
+    if init is not None and images.characters != init.characters:
+        raise SimpsonsError(f"{init_bundle} answers for {len(init.characters)} classes and this data gives "
+                            f"{num_classes}: give --background exactly when the model has the no_character class")
     print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
 
     out.mkdir(parents=True, exist_ok=True)
@@ -218,13 +241,16 @@ def train(
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
         "data_fingerprint": fingerprint, "background": background_dir and str(Path(background_dir).resolve()),
     }
-    if not resume:
-        write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
-
+    if init is not None:
+        _warn_unless_same_split(init, init_bundle, run)
+        run["initialised_from"] = _lineage(init, init_bundle)
     if resume:
         model = keras.saving.load_model(out / "last.keras")
     else:
         model = _compiled_model(recipe, num_classes, math.ceil(len(train_set) / recipe.batch_size), seed)
+        if init is not None:
+            _copy_weights(init, model.layers[-1], init_bundle)
+        write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
     class_weight = balanced_class_weights(train_set.labels, num_classes) if recipe.class_weighting else None
     started = time.perf_counter()
     interrupted = False
@@ -255,6 +281,55 @@ def _selected_images(
         print(datasets.describe_bad_files(images.bad_files))
     images = datasets.select_characters(images, min_images=min_images, characters=characters)
     return _add_background(images, background_dir, size) if background_dir else images
+
+
+def _starting_bundle(path: str, recipe: Recipe) -> Bundle:
+    """The bundle ``train --init`` starts from, checked against the recipe's architecture."""
+    init = load_bundle(path)
+    arch = init.metadata.get("arch")
+    if arch is not None and arch != recipe.arch:
+        raise SimpsonsError(f"{path} holds a {arch} network; the recipe trains {recipe.arch} (use --arch {arch})")
+    return init
+
+
+def _starting_characters(init: Bundle, characters: list[str] | None, path: str) -> list[str]:
+    """The characters of the starting bundle: its network answers for them, in that order."""
+    known = [name for name in init.characters if name != datasets.NO_CHARACTER]
+    if characters and sorted(characters) != sorted(known):
+        raise SimpsonsError(f"{path} knows {', '.join(known)}; --characters cannot change them when fine-tuning")
+    return known
+
+
+def _split_settings(init: Bundle | None, seed: int | None, fraction: float | None) -> tuple[int, float]:
+    """The seed and validation fraction: as given, else the starting bundle's (so that its validation
+    pictures stay unseen), else 0 and 0.15."""
+    trained = init.metadata if init is not None else {}
+    return (int(trained.get("seed", 0)) if seed is None else seed,
+            fraction or float(trained.get("validation_fraction", 0.15)))
+
+
+def _warn_unless_same_split(init: Bundle, path: str, run: dict[str, Any]) -> None:
+    """Say so when the validation split may hold pictures the starting bundle was trained on."""
+    keys = ("data_fingerprint", "seed", "validation_fraction")
+    if any(init.metadata.get(key) != run[key] for key in keys):
+        print(f"warning: {path} was trained on other pictures or another split; pictures it learnt may sit in "
+              "this run's validation split and make its validation accuracy read high")
+
+
+def _lineage(init: Bundle, path: str) -> dict[str, Any]:
+    """What the run records of the bundle it started from."""
+    kept = ("recipe", "seed", "data_fingerprint", "metrics", "train_seconds_this_session", "initialised_from")
+    return {"path": str(Path(path).resolve()), **{key: init.metadata[key] for key in kept if key in init.metadata}}
+
+
+def _copy_weights(init: Bundle, classifier: keras.Model, path: str) -> None:
+    """Start ``classifier`` from the bundle's weights: the same network, maybe at another input size."""
+    try:
+        classifier.set_weights(init.model.get_weights())
+    except ValueError:
+        raise SimpsonsError(f"the network in {path} does not fit this recipe's {classifier.name} at "
+                            f"{classifier.input_shape[1]} px (networks that flatten their maps fix their input "
+                            "size)") from None
 
 
 def _compiled_model(recipe: Recipe, num_classes: int, steps_per_epoch: int, seed: int) -> keras.Model:
