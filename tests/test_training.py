@@ -475,4 +475,4 @@ def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle,
     assert main(argv + [arg.format(**paths) for arg in extra]) == 2
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
-    assert not (tmp_path / "run" / BUNDLE_NAME).exists()
+    assert not (tmp_path / "run" / "run.json").exists()  # refused before anything was written

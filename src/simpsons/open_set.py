@@ -22,7 +22,7 @@ from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures, plt, save_figure
-from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, softmax, unit_rows
+from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, sigmoid, softmax, unit_rows
 
 KNOWN_KEPT = 0.95
 NEIGHBOURS = 10
@@ -161,19 +161,19 @@ def study_stranger_detector(training: np.ndarray, validation: DetectorInputs, kn
     characters = len(set(stranger_names))
     if characters < 2:
         raise SimpsonsError("the stranger detector needs pictures of at least two unknown characters")
-    cross_fitted = np.empty(len(strangers.features))  # logits first
+    cross_fitted_logits = np.empty(len(strangers.features))
     folds = []
     for fitted, held_out in GroupKFold(min(DETECTOR_FOLDS, characters)).split(strangers.features,
                                                                               groups=stranger_names):
         fold = fit_stranger_detector(training, strangers.features[fitted], validation)
-        cross_fitted[held_out] = _logits(fold, strangers.rows(held_out))
+        cross_fitted_logits[held_out] = _logits(fold, strangers.rows(held_out))
         folds.append(fold)
     averaged = StrangerDetector(np.mean([fold.weights for fold in folds], axis=0),
                                 float(np.mean([fold.bias for fold in folds])), 0.0,
                                 float(np.mean([fold.probability_weight for fold in folds])))
-    slope, intercept = platt_scaling(_logits(averaged, validation), cross_fitted)
+    slope, intercept = platt_scaling(_logits(averaged, validation), cross_fitted_logits)
     averaged = averaged.scaled(slope, intercept)
-    cross_fitted = 1.0 / (1.0 + np.exp(-(slope * cross_fitted + intercept)))
+    cross_fitted = sigmoid(slope * cross_fitted_logits + intercept)
     fold_threshold = float(np.quantile(_familiarity(averaged, validation), 1 - DETECTOR_KEEPS))
     detector = fit_stranger_detector(training, strangers.features, validation).scaled(slope, intercept)
     validation_familiarity = _familiarity(detector, validation)

@@ -76,12 +76,17 @@ class StrangerDetector:
     def familiarity(self, features: np.ndarray, best_probability: np.ndarray) -> np.ndarray:
         """Per picture, from the network's pooled features and its best probability: higher means more
         like the known characters."""
-        return 1.0 / (1.0 + np.exp(-self.logits(features, best_probability)))
+        return sigmoid(self.logits(features, best_probability))
 
     def scaled(self, slope: float, intercept: float) -> StrangerDetector:
         """The detector whose logits are ``slope * logits + intercept``: the same order, another sigmoid."""
         return StrangerDetector(self.weights * slope, self.bias * slope + intercept, self.threshold,
                                 self.probability_weight * slope)
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    """The logistic function, elementwise."""
+    return 1.0 / (1.0 + np.exp(-values))
 
 
 def unit_rows(matrix: np.ndarray) -> np.ndarray:

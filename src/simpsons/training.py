@@ -75,7 +75,7 @@ PRESETS: dict[str, Recipe] = {
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
                         "augmentation, so it sees the sharper pictures it will be given (the second stage of "
-                        "the shipped default: about 8 minutes)",
+                        "the shipped default: about 10 minutes on a 2-core CPU)",
         ),
     )
 }
