@@ -17,7 +17,7 @@ from sklearn.metrics import classification_report, confusion_matrix, f1_score  #
 
 from simpsons.bundle import Bundle, replacing, write_atomically  # noqa: E402
 from simpsons.data import LabelledImages, open_rgb  # noqa: E402
-from simpsons.prediction import UNKNOWN, Predictor, softmax  # noqa: E402
+from simpsons.prediction import UNKNOWN, Predictor  # noqa: E402
 
 
 def pretty(name: str) -> str:
@@ -126,9 +126,10 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
         if label not in known:
             unknown.setdefault(data.characters[label], []).append(data.paths[i])
     logits, features = predictor.logits_and_features(data.images[keep])
-    probabilities = softmax(logits, predictor.temperature)
+    scores = predictor.scores_from(logits, features)
+    probabilities = scores.probabilities
     predicted = probabilities.argmax(axis=1) if len(keep) else np.zeros(0, np.int64)
-    answers = predictor.decide(probabilities, top_k=1, familiarity=predictor.familiarity(features, probabilities))
+    answers = predictor.decide(probabilities, top_k=1, familiarity=scores.familiarity)
     rejected = [i for i, answer in enumerate(answers) if answer.character == UNKNOWN]
     predicted[rejected] = ANSWERED_UNKNOWN
     return Evaluation(

@@ -303,14 +303,14 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
                                                 strangers_logits, strangers_features, names, temperature)
     figures = open_set_figures(known.logits, strangers_logits, temperature, unknown_names=names,
                                more_scores=more_scores)
+    strangers_probabilities = softmax(strangers_logits, temperature)
     if detector is not None:
         figures["stranger_detector"] = {"threshold": detector.detector.threshold, **detector.description()["fitted"]}
         if recommended is not None:
             figures["stranger_detector"].update(_rejected_together(
-                predictor, recommended, detector, softmax(strangers_logits, temperature),
-                softmax(validation.logits, temperature)))
+                predictor, recommended, detector, strangers_probabilities, softmax(validation.logits, temperature)))
     panels = {"best probability": (softmax(known.logits, temperature).max(axis=1),
-                                   softmax(strangers_logits, temperature).max(axis=1))}
+                                   strangers_probabilities.max(axis=1))}
     if figures["best"] in more_scores:
         panels[figures["best"]] = more_scores[figures["best"]]
     plot_open_set(panels, figures, plot_path)

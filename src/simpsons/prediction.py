@@ -193,7 +193,10 @@ class Predictor:
 
     def score(self, pixels: np.ndarray) -> Scores:
         """Probabilities (temperature-scaled when the bundle has a temperature) and familiarity of a uint8 batch."""
-        logits, features = self.logits_and_features(pixels)
+        return self.scores_from(*self.logits_and_features(pixels))
+
+    def scores_from(self, logits: np.ndarray, features: np.ndarray) -> Scores:
+        """``score``'s answer from the network's outputs, for callers that keep those too."""
         probabilities = softmax(logits, self.temperature)
         return Scores(probabilities, self.familiarity(features, probabilities))
 
