@@ -318,6 +318,19 @@ def test_dataset_pack(capsys, tmp_path, samples_dir):
     assert ".pack.npz" in one_line_error(err)
 
 
+def test_dataset_pack_keeps_the_chosen_characters(capsys, tmp_path, samples_dir):
+    pack = tmp_path / "two.pack.npz"
+    code, out, err = run_cli(capsys, "dataset", "pack", samples_dir, "--out", pack, "--image-size", "24",
+                             "--characters", "bart_simpson,lisa_simpson")
+    assert code == 0
+    assert "packed 6 images of 2 characters" in out
+    code, out, err = run_cli(capsys, "dataset", "pack", samples_dir, "--out", tmp_path / "none.pack.npz",
+                             "--min-images", "4")
+    assert code == 2
+    assert "no character has at least 4 images" in one_line_error(err)
+    assert not (tmp_path / "none.pack.npz").exists()
+
+
 # --------------------------------------------------------------------------- train
 
 

@@ -33,7 +33,7 @@ def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr"}
+    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide"}
     for name, arch in ARCHITECTURES.items():
         assert get_architecture(name) is arch
     with pytest.raises(SimpsonsError, match="unknown architecture 'vgg'.*seed"):

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--out", required=True, help="output file, ending in .pack.npz")
     pack.add_argument("--image-size", type=_positive, default=96)
     pack.add_argument("--quality", type=_positive, default=90, help="JPEG quality (default 90)")
+    pack.add_argument("--min-images", type=_positive, default=1,
+                      help="keep characters with at least this many images (default 1: all; 120 keeps the 20 "
+                           "characters of the Kaggle test set)")
+    pack.add_argument("--characters", type=_characters, help="comma-separated character names to keep instead")
 
     train = commands.add_parser("train", help="train a model and write a run folder with a model bundle")
     train.add_argument("data", nargs="?", help="training dataset folder or .pack.npz")
@@ -182,6 +186,7 @@ def run_dataset(args: argparse.Namespace) -> int:
         if not args.out.endswith(datasets.PACK_SUFFIX):
             raise SimpsonsError(f"the pack file name must end in {datasets.PACK_SUFFIX}")
         images = datasets.load_images(args.data, args.image_size)
+        images = datasets.select_characters(images, min_images=args.min_images, characters=args.characters)
         datasets.write_pack(images, args.out, quality=args.quality)
         print(f"packed {len(images)} images of {len(images.characters)} characters into {args.out}")
         return 0

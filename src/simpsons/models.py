@@ -116,6 +116,11 @@ def build_resnet_small_hr(num_classes: int, image_size: int) -> keras.Model:
     return build_resnet(num_classes, image_size, blocks=(1, 1, 1, 1), stem_pool=True)
 
 
+def build_resnet_wide(num_classes: int, image_size: int) -> keras.Model:
+    """``resnet_hr`` at ResNet-18's widths (64-512): four times the work, sized for a GPU, not a laptop."""
+    return build_resnet(num_classes, image_size, widths=(64, 128, 256, 512), stem_pool=True)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
@@ -125,6 +130,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("resnet_small", build_resnet_small, "the ResNet with one block per stage"),
         Architecture("resnet_hr", build_resnet_hr, "the ResNet with a max-pooling stem"),
         Architecture("resnet_small_hr", build_resnet_small_hr, "resnet_small with a max-pooling stem"),
+        Architecture("resnet_wide", build_resnet_wide, "resnet_hr at ResNet-18's widths (64-512), for a GPU"),
     )
 }
 

@@ -68,7 +68,8 @@ PRESETS: dict[str, Recipe] = {
             "laptop_long", "resnet_small_hr", 96, 48, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
             label_smoothing=0.1, augmentation="strong", class_weighting=True,
             description="the laptop recipe on the pooling-stem ResNet at 96 px, 48 epochs: about 70 minutes "
-                        "on a 2-core CPU with PyTorch's backend (the first stage of the shipped default)",
+                        "on a 2-core CPU with PyTorch's backend (the first stage of the best model trained "
+                        "without a GPU)",
         ),
         Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
@@ -80,7 +81,7 @@ PRESETS: dict[str, Recipe] = {
     )
 }
 DEFAULT_PRESET_FOR_ARCH = {
-    "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong",
+    "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong", "resnet_wide": "strong",
     "resnet_small": "laptop", "resnet_small_hr": "laptop_long",
 }
 
