@@ -44,44 +44,58 @@ class Prediction:
         }
 
 
+ANSWER_FIGURES = ("max logit", "best probability")  # what a stranger detector can read of the network's answer
+
+
 @dataclass
 class StrangerDetector:
     """Tells pictures of the characters a model knows from pictures of others.
 
-    A linear model on the unit-length pooled features, plus the best (temperature-scaled) probability
-    times ``probability_weight`` (both fitted by the confidence study): its sigmoid is the picture's
-    *familiarity*, 0..1, the chance (known and unknown weighted equally) that it shows a character the
-    model knows; below ``threshold`` the answer is ``unknown``.
+    A linear model on the unit-length pooled features, plus one figure of the network's answer
+    (``answer``: its max logit, or for session 7's bundles its best temperature-scaled probability) times
+    ``answer_weight``, all fitted by the confidence study: its sigmoid is the picture's *familiarity*,
+    0..1, the chance (known and unknown weighted equally) that it shows a character the model knows;
+    below ``threshold`` the answer is ``unknown``.
     """
 
     weights: np.ndarray
     bias: float
     threshold: float
-    probability_weight: float = 0.0
+    answer_weight: float = 0.0
+    answer: str = "best probability"
 
     @classmethod
     def from_description(cls, description: dict) -> StrangerDetector:
+        weight = description.get("answer_weight", description.get("probability_weight", 0.0))  # session 7's name
+        if description.get("answer", "best probability") not in ANSWER_FIGURES:
+            raise SimpsonsError(f"the stranger detector reads {description['answer']!r}; this version knows "
+                                f"{' and '.join(ANSWER_FIGURES)}")
         return cls(np.asarray(description["weights"], np.float64), float(description["bias"]),
-                   float(description["threshold"]), float(description.get("probability_weight", 0.0)))
+                   float(description["threshold"]), float(weight), description.get("answer", "best probability"))
 
     def description(self) -> dict:
         """What the bundle stores."""
         return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold,
-                "probability_weight": self.probability_weight}
+                "answer_weight": self.answer_weight, "answer": self.answer}
 
-    def logits(self, features: np.ndarray, best_probability: np.ndarray) -> np.ndarray:
-        """The linear model's value per picture, before the sigmoid."""
-        return unit_rows(features) @ self.weights + self.bias + self.probability_weight * best_probability
+    def answer_figure(self, logits: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """The figure of the network's answer this detector reads, per picture."""
+        source = np.asarray(logits if self.answer == "max logit" else probabilities, dtype=np.float64)
+        return source.max(axis=1) if len(source) else np.zeros(0)
 
-    def familiarity(self, features: np.ndarray, best_probability: np.ndarray) -> np.ndarray:
-        """Per picture, from the network's pooled features and its best probability: higher means more
-        like the known characters."""
-        return sigmoid(self.logits(features, best_probability))
+    def logits(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """The linear model's value per picture, before the sigmoid (``answer``: ``answer_figure``'s)."""
+        return unit_rows(features) @ self.weights + self.bias + self.answer_weight * answer
+
+    def familiarity(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """Per picture, from the network's pooled features and its answer figure: higher means more like
+        the known characters."""
+        return sigmoid(self.logits(features, answer))
 
     def scaled(self, slope: float, intercept: float) -> StrangerDetector:
         """The detector whose logits are ``slope * logits + intercept``: the same order, another sigmoid."""
         return StrangerDetector(self.weights * slope, self.bias * slope + intercept, self.threshold,
-                                self.probability_weight * slope)
+                                self.answer_weight * slope, self.answer)
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:
@@ -184,12 +198,13 @@ class Predictor:
         """The pooled features behind the logits for a uint8 batch of any length."""
         return self.logits_and_features(pixels)[1]
 
-    def familiarity(self, features: np.ndarray, probabilities: np.ndarray) -> np.ndarray | None:
-        """The stranger detector's familiarity of each picture (from its features and temperature-scaled
-        probabilities); ``None`` without a detector."""
+    def familiarity(self, logits: np.ndarray, features: np.ndarray, probabilities: np.ndarray) -> np.ndarray | None:
+        """The stranger detector's familiarity of each picture (from its features, logits and
+        temperature-scaled probabilities); ``None`` without a detector."""
         if self.stranger_detector is None:
             return None
-        return self.stranger_detector.familiarity(features, probabilities.max(axis=1, initial=0.0))
+        detector = self.stranger_detector
+        return detector.familiarity(features, detector.answer_figure(logits, probabilities))
 
     def score(self, pixels: np.ndarray) -> Scores:
         """Probabilities (temperature-scaled when the bundle has a temperature) and familiarity of a uint8 batch."""
@@ -198,7 +213,7 @@ class Predictor:
     def scores_from(self, logits: np.ndarray, features: np.ndarray) -> Scores:
         """``score``'s answer from the network's outputs, for callers that keep those too."""
         probabilities = softmax(logits, self.temperature)
-        return Scores(probabilities, self.familiarity(features, probabilities))
+        return Scores(probabilities, self.familiarity(logits, features, probabilities))
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Softmax probabilities for a ``(n, size, size, 3)`` uint8 batch of any length."""
