@@ -279,11 +279,11 @@ def test_familiarity_by_hand():
     assert (stored.answer_weight, stored.answer) == (2.0, "max logit")
     # the figure it reads: the max logit here, the best probability for the bundles of session 7
     logits, probabilities = np.array([[1.0, 3.0], [-2.0, -1.0]]), np.array([[0.1, 0.9], [0.3, 0.7]])
-    np.testing.assert_allclose(detector.answer_figure(logits, probabilities), [3.0, -1.0])
+    np.testing.assert_allclose(predictions.answer_figure(detector.answer, logits, probabilities), [3.0, -1.0])
     session_7 = {"weights": [1.0, -1.0], "bias": 0.2, "threshold": 0.5, "probability_weight": 2.0}
     older = predictions.StrangerDetector.from_description(session_7)
     assert (older.answer_weight, older.answer) == (2.0, "best probability")
-    np.testing.assert_allclose(older.answer_figure(logits, probabilities), [0.9, 0.7])
+    np.testing.assert_allclose(predictions.answer_figure(older.answer, logits, probabilities), [0.9, 0.7])
     session_6 = {key: value for key, value in session_7.items() if key != "probability_weight"}
     assert predictions.StrangerDetector.from_description(session_6).answer_weight == 0.0
     with pytest.raises(SimpsonsError, match="reads 'energy'"):

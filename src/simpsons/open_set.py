@@ -22,7 +22,7 @@ from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures, plt, save_figure
-from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, sigmoid, softmax, unit_rows
+from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, answer_figure, sigmoid, softmax, unit_rows
 
 KNOWN_KEPT = 0.95
 NEIGHBOURS = 10
@@ -326,13 +326,13 @@ def _feature_scores(reference: np.ndarray, validation: Evaluation, known: Evalua
                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], DetectorStudy | None]:
     """The nearest-picture, combined and stranger-detector scores of the known and unknown pictures
     (``reference``: the training split's features), and the detector (``None`` with one unknown character)."""
-    answers = {name: open_set_scores(logits, temperature)
-               for name, logits in (("validation", validation.logits), ("known", known.logits),
-                                    ("strangers", strangers_logits))}
+    logits = {"validation": validation.logits, "known": known.logits, "strangers": strangers_logits}
     features = {"validation": validation.features, "known": known.features, "strangers": strangers_features}
-    pictures = {name: DetectorInputs(features[name], answers[name][DETECTOR_ANSWER]) for name in features}
+    probabilities = {name: softmax(part, temperature) for name, part in logits.items()}
+    pictures = {name: DetectorInputs(features[name], answer_figure(DETECTOR_ANSWER, logits[name], probabilities[name]))
+                for name in features}
     similarity = {name: nearest_neighbour_similarity(reference, part.features) for name, part in pictures.items()}
-    best = {name: answers[name]["best probability"] for name in answers}
+    best = {name: answer_figure("best probability", logits[name], probabilities[name]) for name in logits}
     standardise_on = (best["validation"], similarity["validation"])
     scores = {NEIGHBOUR_SCORE: (similarity["known"], similarity["strangers"]), COMBINED_SCORE: tuple(
         combined_score(best[name], similarity[name], *standardise_on) for name in ("known", "strangers"))}

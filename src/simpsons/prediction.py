@@ -47,6 +47,13 @@ class Prediction:
 ANSWER_FIGURES = ("max logit", "best probability")  # what a stranger detector can read of the network's answer
 
 
+def answer_figure(answer: str, logits: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per picture, the figure ``answer`` (one of ``ANSWER_FIGURES``) of the network's answer: the max of
+    its logits or of its (temperature-scaled) probabilities. What a stranger detector is fitted on and reads."""
+    source = np.asarray(logits if answer == "max logit" else probabilities, dtype=np.float64)
+    return source.max(axis=1) if len(source) else np.zeros(0)
+
+
 @dataclass
 class StrangerDetector:
     """Tells pictures of the characters a model knows from pictures of others.
@@ -67,21 +74,17 @@ class StrangerDetector:
     @classmethod
     def from_description(cls, description: dict) -> StrangerDetector:
         weight = description.get("answer_weight", description.get("probability_weight", 0.0))  # session 7's name
-        if description.get("answer", "best probability") not in ANSWER_FIGURES:
-            raise SimpsonsError(f"the stranger detector reads {description['answer']!r}; this version knows "
+        answer = description.get("answer", "best probability")
+        if answer not in ANSWER_FIGURES:
+            raise SimpsonsError(f"the stranger detector reads {answer!r}; this version knows "
                                 f"{' and '.join(ANSWER_FIGURES)}")
         return cls(np.asarray(description["weights"], np.float64), float(description["bias"]),
-                   float(description["threshold"]), float(weight), description.get("answer", "best probability"))
+                   float(description["threshold"]), float(weight), answer)
 
     def description(self) -> dict:
         """What the bundle stores."""
         return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold,
                 "answer_weight": self.answer_weight, "answer": self.answer}
-
-    def answer_figure(self, logits: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-        """The figure of the network's answer this detector reads, per picture."""
-        source = np.asarray(logits if self.answer == "max logit" else probabilities, dtype=np.float64)
-        return source.max(axis=1) if len(source) else np.zeros(0)
 
     def logits(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
         """The linear model's value per picture, before the sigmoid (``answer``: ``answer_figure``'s)."""
@@ -204,7 +207,7 @@ class Predictor:
         if self.stranger_detector is None:
             return None
         detector = self.stranger_detector
-        return detector.familiarity(features, detector.answer_figure(logits, probabilities))
+        return detector.familiarity(features, answer_figure(detector.answer, logits, probabilities))
 
     def score(self, pixels: np.ndarray) -> Scores:
         """Probabilities (temperature-scaled when the bundle has a temperature) and familiarity of a uint8 batch."""
