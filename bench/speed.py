@@ -24,7 +24,7 @@ from simpsons.data import load_images, open_rgb  # noqa: E402
 from simpsons.export import export_onnx, export_onnx_int8  # noqa: E402
 from simpsons.models import build_augmentation, build_training_model, get_architecture  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
-from simpsons.training import PRESETS, Recipe, build_optimizer  # noqa: E402
+from simpsons.training import PRESETS, Recipe, build_optimizer, fit_data  # noqa: E402
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 
@@ -62,7 +62,8 @@ def training_speed(preset: str, steps: int, repeats: int) -> float:
     classifier = get_architecture(recipe.arch).build(labels.shape[1], recipe.image_size)
     model = compiled(build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, 0)),
                      recipe, steps)
-    seconds = timed(lambda: model.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0), repeats)
+    data = fit_data((images, labels), recipe.batch_size, seed=0)
+    seconds = timed(lambda: model.fit(**data, epochs=1, verbose=0), repeats)
     return count / statistics.median(seconds)
 
 

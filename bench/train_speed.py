@@ -4,10 +4,13 @@ The article fed `model.fit` from Keras' old ImageDataGenerator: every picture ro
 flipped one at a time on the CPU by scipy (`ndimage.affine_transform`, order 1, nearest fill), then
 the batch handed to the network. `simpsons train` keeps the pictures as one array and does the same
 augmentation inside the training graph (`models.RandomAffine`, batched). The network alone (no
-augmentation at all) is the ceiling. The three run interleaved, one epoch each per repeat.
+augmentation at all) is the ceiling. Each pipeline trains in a process of its own, as `simpsons train`
+would (one `fit` call, a first epoch to warm up, then `--epochs` timed epochs); the three alternate,
+`--repeats` processes each, so that a noisy minute of this shared machine hits all three.
 
-Usage: python bench/train_speed.py [--steps 40] [--repeats 3]   (KERAS_BACKEND picks the backend)
-Prints one JSON object: median images/s of each pipeline and the ratios.
+Usage: python bench/train_speed.py [--steps 40] [--repeats 3] [--epochs 2]   (KERAS_BACKEND picks the backend)
+Prints one JSON object: median images/s of each pipeline over its timed epochs, every epoch's speed,
+and the ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import json
 import math
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -26,7 +31,7 @@ import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
-from simpsons.training import PRESETS  # noqa: E402
+from simpsons.training import PRESETS, fit_data  # noqa: E402
 from machine import machine  # noqa: E402
 from speed import compiled, repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
 
@@ -66,38 +71,58 @@ class ArticleBatches(keras.utils.PyDataset):
         return batch, self.labels[chosen]
 
 
+PIPELINES = ("article_pipeline", "ours", "network_alone")
+
+
+def epoch_seconds(pipeline: str, steps: int, epochs: int) -> list[float]:
+    """Seconds of each epoch of one ``fit`` call of ``pipeline``, after a first epoch that warms up."""
+    recipe = PRESETS["article"]
+    images, labels = repeated_samples(recipe.image_size, steps * recipe.batch_size)
+    classes, size = labels.shape[1], recipe.image_size
+    if pipeline == "article_pipeline":
+        model, data = build_seed(classes, size), {"x": ArticleBatches(images, labels, recipe.batch_size)}
+    elif pipeline == "ours":
+        model = build_training_model(build_seed(classes, size), build_augmentation("article", size, 0))
+        data = fit_data((images, labels), recipe.batch_size, seed=0)
+    else:
+        model, data = build_seed(classes, size), fit_data((images, labels), recipe.batch_size, seed=0)
+    seconds = []
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            seconds.append(time.perf_counter() - self.started)
+
+    compiled(model, recipe, steps).fit(**data, epochs=epochs + 1, verbose=0, callbacks=[EpochTimer()])
+    return seconds[1:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=40, help="batches of 32 per timed epoch")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="processes per pipeline, interleaved")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per process")
+    parser.add_argument("--only", choices=PIPELINES, help=argparse.SUPPRESS)  # one process's share
     args = parser.parse_args()
-    recipe = PRESETS["article"]
-    count = args.steps * recipe.batch_size
-    images, labels = repeated_samples(recipe.image_size, count)
-    classes, size = labels.shape[1], recipe.image_size
-
-    article = compiled(build_seed(classes, size), recipe, args.steps)
-    alone = compiled(build_seed(classes, size), recipe, args.steps)
-    ours = compiled(build_training_model(build_seed(classes, size), build_augmentation("article", size, 0)),
-                    recipe, args.steps)
-    runs = {
-        "article_pipeline": lambda: article.fit(ArticleBatches(images, labels, recipe.batch_size), epochs=1, verbose=0),
-        "ours": lambda: ours.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0),
-        "network_alone": lambda: alone.fit(images, labels, batch_size=recipe.batch_size, epochs=1, verbose=0),
-    }
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
-    for repeat in range(args.repeats + 1):  # the first round warms up (graph tracing) and is dropped
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            if repeat:
-                seconds[name].append(time.perf_counter() - start)
+    if args.only:
+        print(json.dumps(epoch_seconds(args.only, args.steps, args.epochs)))
+        return
+    seconds: dict[str, list[float]] = {name: [] for name in PIPELINES}
+    for _ in range(args.repeats):
+        for name in PIPELINES:
+            command = [sys.executable, __file__, "--only", name, "--steps", str(args.steps), "--epochs", str(args.epochs)]
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            seconds[name] += json.loads(output.strip().splitlines()[-1])
+    count = args.steps * PRESETS["article"].batch_size
     speed = {name: count / statistics.median(times) for name, times in seconds.items()}
     result = {
         "machine": machine(),
         "backend": keras.backend.backend(), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "images_per_epoch": count, "repeats": args.repeats,
+        "images_per_epoch": count, "processes_per_pipeline": args.repeats, "epochs_per_process": args.epochs,
         **{f"{name}_images_per_second": round(value, 1) for name, value in speed.items()},
+        **{f"{name}_epoch_images_per_second": [round(count / t) for t in times] for name, times in seconds.items()},
         "ours_vs_article_pipeline": round(speed["ours"] / speed["article_pipeline"], 2),
         "ours_vs_network_alone": round(speed["ours"] / speed["network_alone"], 2),
     }

@@ -24,6 +24,7 @@ from simpsons.training import (
     PRESETS,
     Recipe,
     balanced_class_weights,
+    fit_data,
     read_history,
     resolve_recipe,
     resume_training,
@@ -122,6 +123,28 @@ def test_balanced_class_weights():
     assert weights[2] / weights[0] == pytest.approx(5.0)  # sqrt(100 / 4)
     assert weights[3] == 0.0
     assert np.mean(list(weights.values())) == pytest.approx(1.0)
+
+
+def test_fit_data_gives_every_picture_once_an_epoch_reshuffled():
+    images = np.arange(10, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
+    targets = np.eye(10, dtype=np.float32)
+    data = fit_data((images, targets), 4, seed=0, validation=(images[:3], targets[:3]))
+    if keras.backend.backend() != "tensorflow":  # Keras reads the arrays itself
+        assert data["x"] is images and data["batch_size"] == 4
+        return
+
+    def one_epoch(dataset) -> list[np.ndarray]:
+        batches = list(dataset.as_numpy_iterator())
+        for pictures, answers in batches:
+            assert (pictures[:, 0, 0, 0] == answers.argmax(1)).all()  # each picture keeps its target
+        return [pictures[:, 0, 0, 0] for pictures, _ in batches]
+
+    first, second = one_epoch(data["x"]), one_epoch(data["x"])
+    assert [len(batch) for batch in first] == [4, 4, 2]
+    assert sorted(np.concatenate(first)) == list(range(10)) == sorted(np.concatenate(second))
+    assert not np.array_equal(np.concatenate(first), np.concatenate(second))  # a new order each epoch
+    assert np.concatenate(one_epoch(data["validation_data"])).tolist() == [0, 1, 2]  # validation in order
+    assert data["x"].options().autotune.enabled is False  # the ten-second stall at each epoch's end
 
 
 # --------------------------------------------------------------------------- a whole run

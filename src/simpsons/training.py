@@ -253,15 +253,14 @@ def train(
             _copy_weights(init, model.layers[-1], init_bundle)
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
     class_weight = balanced_class_weights(train_set.labels, num_classes) if recipe.class_weighting else None
+    data = fit_data((train_set.images, _one_hot(train_set.labels, num_classes)), recipe.batch_size, seed,
+                    validation=(val_set.images, _one_hot(val_set.labels, num_classes)))
     started = time.perf_counter()
     interrupted = False
     try:
         model.fit(
-            train_set.images, _one_hot(train_set.labels, num_classes),
-            validation_data=(val_set.images, _one_hot(val_set.labels, num_classes)),
-            batch_size=recipe.batch_size, epochs=recipe.epochs, initial_epoch=epochs_done,
-            class_weight=class_weight, callbacks=_callbacks(out, len(train_set), resume, time_limit_minutes),
-            verbose=2 if _quiet() else 1,
+            **data, epochs=recipe.epochs, initial_epoch=epochs_done, class_weight=class_weight,
+            callbacks=_callbacks(out, len(train_set), resume, time_limit_minutes), verbose=2 if _quiet() else 1,
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -343,6 +342,39 @@ def _compiled_model(recipe: Recipe, num_classes: int, steps_per_epoch: int, seed
         metrics=["accuracy"],
     )
     return model
+
+
+def fit_data(
+    train: tuple[np.ndarray, np.ndarray], batch_size: int, seed: int,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """``fit``'s data arguments: shuffled batches of ``train`` (pictures, targets), and ``validation``.
+
+    From arrays, Keras on TensorFlow builds an autotuned ``tf.data`` pipeline, and releasing its iterator
+    at the end of an epoch then leaves the process idle for up to about ten seconds, in about half the
+    epochs (TensorFlow 2.21, waiting for the autotuning thread; BENCHMARKS.md). So on TensorFlow the same
+    batches come from a pipeline without autotuning; the other backends read the arrays.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return {"x": train[0], "y": train[1], "batch_size": batch_size, "validation_data": validation}
+    return {"x": _untuned_batches(*train, batch_size, shuffle_seed=seed), "shuffle": False,
+            "validation_data": None if validation is None else _untuned_batches(*validation, batch_size)}
+
+
+def _untuned_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, shuffle_seed: int | None = None):
+    """A ``tf.data`` pipeline of (pictures, targets) batches with autotuning off, reshuffled every epoch
+    when ``shuffle_seed`` is given (TensorFlow only)."""
+    import tensorflow as tf
+
+    order = tf.data.Dataset.range(len(images))
+    if shuffle_seed is not None:
+        order = order.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+    arrays = tf.data.Dataset.from_tensors((images, targets)).repeat()
+    batches = tf.data.Dataset.zip(order.batch(batch_size), arrays).map(
+        lambda chosen, data: (tf.gather(data[0], chosen), tf.gather(data[1], chosen)))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return batches.prefetch(1).with_options(options)
 
 
 def _callbacks(out: Path, train_images: int, resume: bool, time_limit_minutes: float | None) -> list:
