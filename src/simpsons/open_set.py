@@ -301,34 +301,35 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
     strangers = unknown_images(unknown, predictor.bundle)
     names = [strangers.characters[label] for label in strangers.labels]
     strangers_logits, strangers_features = predictor.logits_and_features(strangers.images)
+    logits = {"known": known.logits, "strangers": strangers_logits,
+              **({} if validation is None else {"validation": validation.logits})}
+    probabilities = {name: softmax(part, temperature) for name, part in logits.items()}
     more_scores, detector = {}, None
     if training is not None and validation is not None:
-        more_scores, detector = _feature_scores(predictor.features(training.images), validation, known,
-                                                strangers_logits, strangers_features, names, temperature)
+        features = {"validation": validation.features, "known": known.features, "strangers": strangers_features}
+        more_scores, detector = _feature_scores(predictor.features(training.images), logits, features, probabilities,
+                                                names)
     figures = open_set_figures(known.logits, strangers_logits, temperature, unknown_names=names,
                                more_scores=more_scores)
-    strangers_probabilities = softmax(strangers_logits, temperature)
     if detector is not None:
         figures["stranger_detector"] = {"threshold": detector.detector.threshold, **detector.description()["fitted"]}
         if recommended is not None:
             figures["stranger_detector"].update(_rejected_together(
-                predictor, recommended, detector, strangers_probabilities, softmax(validation.logits, temperature)))
-    panels = {"best probability": (softmax(known.logits, temperature).max(axis=1),
-                                   strangers_probabilities.max(axis=1))}
+                predictor, recommended, detector, probabilities["strangers"], probabilities["validation"]))
+    panels = {"best probability": (probabilities["known"].max(axis=1), probabilities["strangers"].max(axis=1))}
     if figures["best"] in more_scores:
         panels[figures["best"]] = more_scores[figures["best"]]
     plot_open_set(panels, figures, plot_path)
     return figures, detector
 
 
-def _feature_scores(reference: np.ndarray, validation: Evaluation, known: Evaluation, strangers_logits: np.ndarray,
-                    strangers_features: np.ndarray, names: list[str], temperature: float | None
+def _feature_scores(reference: np.ndarray, logits: dict[str, np.ndarray], features: dict[str, np.ndarray],
+                    probabilities: dict[str, np.ndarray], names: list[str],
                     ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], DetectorStudy | None]:
     """The nearest-picture, combined and stranger-detector scores of the known and unknown pictures
-    (``reference``: the training split's features), and the detector (``None`` with one unknown character)."""
-    logits = {"validation": validation.logits, "known": known.logits, "strangers": strangers_logits}
-    features = {"validation": validation.features, "known": known.features, "strangers": strangers_features}
-    probabilities = {name: softmax(part, temperature) for name, part in logits.items()}
+    (``reference``: the training split's features), and the detector (``None`` with one unknown character).
+    ``logits``, ``features`` and (temperature-scaled) ``probabilities`` of the "validation", "known" and
+    "strangers" pictures."""
     pictures = {name: DetectorInputs(features[name], answer_figure(DETECTOR_ANSWER, logits[name], probabilities[name]))
                 for name in features}
     similarity = {name: nearest_neighbour_similarity(reference, part.features) for name, part in pictures.items()}
