@@ -367,8 +367,18 @@ def test_train_unknown_character(capsys, tmp_path, samples_dir):
 def test_train_list_presets(capsys):
     code, out, err = run_cli(capsys, "train", "--list-presets")
     assert code == 0
-    names = [line.split()[0] for line in out.splitlines()]
-    assert names == ["article", "article6", "strong", "laptop", "laptop_long", "fixres"]
+    presets, policies = out.split("\n\naugmentation policies (--augmentation):\n")
+    assert [line.split()[0] for line in presets.splitlines()] == [
+        "article", "article6", "strong", "laptop", "laptop_long", "fixres"]
+    assert [line.split()[0] for line in policies.splitlines()] == [
+        "article", "strong", "robust", "light", "light_robust"]
+
+
+def test_train_unknown_augmentation_policy(capsys, tmp_path, samples_dir):
+    code, out, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--augmentation", "wild")
+    assert code == 2
+    assert "unknown augmentation policy 'wild'; choose one of article, strong, robust" in one_line_error(err)
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_resume_of_nothing(capsys, tmp_path):
@@ -380,7 +390,8 @@ def test_train_resume_of_nothing(capsys, tmp_path):
 def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, samples_dir):
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10", "--epochs", "2",
-                             "--batch-size", "8", "--image-size", "32", "--test", samples_dir, "--time-limit", "1e-6")
+                             "--batch-size", "8", "--image-size", "32", "--test", samples_dir, "--time-limit", "1e-6",
+                             "--augmentation", "robust", "--learning-rate", "3e-4")
     assert code == 0
     assert "time limit reached after epoch 1" in out
     assert read_description(run / "model.simpsons")["metadata"]["metrics"]["epochs_done"] == 1
@@ -392,6 +403,8 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
     metadata = read_description(run / "model.simpsons")["metadata"]
     assert metadata["metrics"]["epochs_done"] == 2
     assert metadata["recipe"]["image_size"] == 32 and metadata["recipe"]["batch_size"] == 8
+    assert metadata["recipe"]["augmentation"] == "robust"  # the resumed checkpoint kept its augmentation layers
+    assert metadata["recipe"]["learning_rate"] == 3e-4
 
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10")
     assert code == 2

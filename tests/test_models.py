@@ -11,7 +11,10 @@ from simpsons import data as datasets
 from simpsons.errors import SimpsonsError
 from simpsons.models import (
     ARCHITECTURES,
+    AUGMENTATIONS,
     RandomAffine,
+    RandomColour,
+    RandomErasing,
     build_augmentation,
     build_seed,
     build_training_model,
@@ -103,7 +106,7 @@ def test_number_of_classes(classes):
         assert arch.build(classes, SIZE).output_shape == (None, classes)
 
 
-@pytest.mark.parametrize("policy", ["article", "strong"])
+@pytest.mark.parametrize("policy", list(AUGMENTATIONS))
 def test_augmentation_changes_pictures_only_in_training(policy, batch):
     images, _ = batch
     augmentation = build_augmentation(policy, SIZE, seed=1)
@@ -163,6 +166,46 @@ def test_random_affine_survives_a_save_and_load(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "augment.keras")
     config = loaded.layers[0].get_config()
     assert (config["rotation_degrees"], config["shift"], config["zoom"]) == (5.0, 0.05, [0.9, 1.2])
+
+
+def test_random_colour_greys_casts_and_stays_in_range(batch):
+    images = batch[0]
+    grey = np.asarray(RandomColour(saturation=(1.0, 1.0), grey=1.0, cast=0.0, seed=0)(images, training=True))
+    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
+    np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
+    luminance = images @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    np.testing.assert_allclose(grey[..., 0], luminance, atol=1e-2)
+
+    cast = np.asarray(RandomColour(saturation=(1.0, 1.0), grey=0.0, cast=0.3, seed=1)(images, training=True))
+    assert cast.min() >= 0 and cast.max() <= 255
+    unclipped = (cast > 0) & (cast < 255) & (images > 0)
+    gains = np.where(unclipped, cast / np.maximum(images, 1e-6), np.nan)
+    per_channel = np.nanmedian(gains.reshape(len(images), -1, 3), axis=1)  # one gain per picture and channel
+    assert np.all(np.abs(per_channel - 1) <= 0.3 + 1e-3) and np.ptp(per_channel) > 0.05
+    np.testing.assert_allclose(np.asarray(RandomColour(seed=2)(images, training=False)), images)
+
+
+def test_random_erasing_replaces_one_rectangle_of_the_chosen_size(batch):
+    images = batch[0]
+    erased = np.asarray(RandomErasing(rate=1.0, area=(0.1, 0.2), seed=0)(images, training=True))
+    for before, after in zip(images, erased):
+        changed = np.any(np.abs(after - before) > 1e-3, axis=-1)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert 0.05 * SIZE * SIZE <= box <= 0.3 * SIZE * SIZE  # whole pixels around a 10-20% area
+        assert changed.sum() >= 0.8 * box  # one filled rectangle (noise may match a pixel by chance)
+    kept = np.asarray(RandomErasing(rate=0.0, seed=0)(images, training=True))
+    np.testing.assert_allclose(kept, images)
+
+
+def test_colour_and_erasing_survive_a_save_and_load(tmp_path):
+    layer_model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), RandomColour((0.5, 1.2), 0.2, 0.1, seed=1),
+                                    RandomErasing(0.3, (0.05, 0.1), seed=2)])
+    layer_model.save(tmp_path / "augment.keras")
+    loaded = keras.saving.load_model(tmp_path / "augment.keras")
+    colour, erasing = (layer.get_config() for layer in loaded.layers)
+    assert (colour["saturation"], colour["grey"], colour["cast"]) == ([0.5, 1.2], 0.2, 0.1)
+    assert (erasing["rate"], erasing["area"]) == (0.3, [0.05, 0.1])
 
 
 def test_pooling_stem_quarters_the_picture_before_the_blocks():

@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive)
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--image-size", type=_positive)
+    train.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate instead of the preset's")
+    train.add_argument("--augmentation", metavar="POLICY",
+                       help="augmentation policy instead of the preset's (see --list-presets)")
     train.add_argument("--seed", type=int, help="seed of the split and the training (default 0, or --init's)")
     train.add_argument("--init", metavar="BUNDLE",
                        help="start from this model bundle's weights (fine-tuning): same architecture and "
@@ -213,11 +216,15 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from simpsons.bundle import read_description
+    from simpsons.models import AUGMENTATIONS
     from simpsons.training import PRESETS, resolve_recipe, resume_training, train
 
     if args.list_presets:
         for recipe in PRESETS.values():
             print(f"{recipe.name:<12} {recipe.description}")
+        print("\naugmentation policies (--augmentation):")
+        for name, description in AUGMENTATIONS.items():
+            print(f"{name:<12} {description}")
         return 0
     if args.resume:
         resume_training(args.resume, time_limit_minutes=args.time_limit)
@@ -226,7 +233,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
     arch = args.arch or (args.init and read_description(args.init).get("metadata", {}).get("arch"))
     recipe = resolve_recipe(args.preset, arch or None, epochs=args.epochs, batch_size=args.batch_size,
-                            image_size=args.image_size)
+                            image_size=args.image_size, learning_rate=args.learning_rate,
+                            augmentation=args.augmentation)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
           init_bundle=args.init)

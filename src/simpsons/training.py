@@ -17,7 +17,7 @@ import numpy as np
 from simpsons import data as datasets
 from simpsons.bundle import Bundle, load_bundle, save_bundle, write_atomically
 from simpsons.errors import SimpsonsError
-from simpsons.models import build_augmentation, build_training_model, get_architecture
+from simpsons.models import build_augmentation, build_training_model, check_augmentation, get_architecture
 
 BUNDLE_NAME = "model.simpsons"
 
@@ -101,6 +101,9 @@ def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Re
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
+    if changes.get("learning_rate", 1.0) <= 0:
+        raise SimpsonsError("--learning-rate must be above 0")
+    check_augmentation(changes.get("augmentation", recipe.augmentation))
     return replace(recipe, **changes)
 
 
