@@ -374,6 +374,14 @@ def test_train_list_presets(capsys):
         "article", "strong", "robust", "light", "light_robust"]
 
 
+def test_train_learning_rate_must_be_above_zero(capsys, tmp_path, samples_dir):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", str(samples_dir), "--out", str(tmp_path / "run"), "--learning-rate", "0"])
+    assert raised.value.code == 2
+    assert "--learning-rate: must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_unknown_augmentation_policy(capsys, tmp_path, samples_dir):
     code, out, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--augmentation", "wild")
     assert code == 2

@@ -99,7 +99,6 @@ def test_every_architecture_has_a_default_preset(arch):
         ("article", None, {"epochs": 0}, "--epochs must be at least 1"),
         ("article", None, {"image_size": 0}, "--image-size must be at least 1"),
         ("laptop", None, {"augmentation": "wild"}, "unknown augmentation policy 'wild'"),
-        ("laptop", None, {"learning_rate": 0.0}, "--learning-rate must be above 0"),
     ],
 )
 def test_bad_recipes(preset, arch, overrides, message):

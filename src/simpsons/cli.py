@@ -27,6 +27,13 @@ def _positive(value: str) -> int:
     return number
 
 
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return number
+
+
 def _add_selection(parser: argparse.ArgumentParser) -> None:
     from simpsons.data import DEFAULT_MIN_IMAGES
 
@@ -65,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive)
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--image-size", type=_positive)
-    train.add_argument("--learning-rate", type=float, metavar="LR", help="peak learning rate instead of the preset's")
+    train.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="peak learning rate instead of the preset's")
     train.add_argument("--augmentation", metavar="POLICY",
                        help="augmentation policy instead of the preset's (see --list-presets)")
     train.add_argument("--seed", type=int, help="seed of the split and the training (default 0, or --init's)")
@@ -168,10 +175,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _needs_keras(args: argparse.Namespace) -> bool:
+    """Whether the command loads a Keras network (an exported .onnx model and the dataset tools do not)."""
+    if args.command == "dataset" or (args.command == "label" and not args.auto):
+        return False
+    return not str(getattr(args, "model", None) or "").endswith(".onnx")
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the process's stderr closed for the moment: on some CPUs (Intel, with
+    oneDNN) it prints notices that TF_CPP_MIN_LOG_LEVEL does not silence, before any answer."""
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    except ImportError:
+        pass  # Keras says what is missing when it needs its backend
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     args = build_parser().parse_args(argv)
+    if _needs_keras(args):
+        _import_tensorflow_quietly()
     try:
         return COMMANDS[args.command](args)
     except SimpsonsError as error:

@@ -101,8 +101,6 @@ def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Re
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
-    if changes.get("learning_rate", 1.0) <= 0:
-        raise SimpsonsError("--learning-rate must be above 0")
     check_augmentation(changes.get("augmentation", recipe.augmentation))
     return replace(recipe, **changes)
 
