@@ -10,7 +10,6 @@ Prints one line per model; the test set is not read.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -19,6 +18,7 @@ import numpy as np  # noqa: E402
 
 from simpsons.bundle import load_bundle  # noqa: E402
 from simpsons.confidence import shot_aware_parts  # noqa: E402
+from simpsons.evaluation import write_json  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 
 LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -73,8 +73,7 @@ def main() -> None:
         results[model] = robustness(args.data, model)
         print(model + ": " + ", ".join(f"{name} {accuracy:.4f}" for name, accuracy in results[model].items()))
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(results, out, indent=2)
+        write_json(results, args.json)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive)
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--image-size", type=_positive)
-    train.add_argument("--learning-rate", type=_positive_float, metavar="LR", help="peak learning rate instead of the preset's")
+    train.add_argument("--learning-rate", type=_positive_float, metavar="LR",
+                       help="peak learning rate instead of the preset's")
     train.add_argument("--augmentation", metavar="POLICY",
                        help="augmentation policy instead of the preset's (see --list-presets)")
     train.add_argument("--seed", type=int, help="seed of the split and the training (default 0, or --init's)")
