@@ -19,15 +19,15 @@ import numpy as np  # noqa: E402
 from simpsons.bundle import load_bundle  # noqa: E402
 from simpsons.confidence import shot_aware_parts  # noqa: E402
 from simpsons.evaluation import write_json  # noqa: E402
+from simpsons.models import LUMINANCE  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 
-LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 TINTS = {"night": [0.6, 0.7, 1.1], "sunset": [1.1, 0.85, 0.6]}  # per-channel gains (R, G, B)
 HIDDEN_AREA = 0.2
 
 
 def black_and_white(images: np.ndarray) -> np.ndarray:
-    return np.repeat((images @ LUMINANCE)[..., None], 3, axis=-1)
+    return np.repeat((images @ np.asarray(LUMINANCE, dtype=np.float32))[..., None], 3, axis=-1)
 
 
 def tinted(images: np.ndarray, gains: list[float]) -> np.ndarray:

@@ -12,6 +12,7 @@ from simpsons.errors import SimpsonsError
 from simpsons.models import (
     ARCHITECTURES,
     AUGMENTATIONS,
+    LUMINANCE,
     RandomAffine,
     RandomColour,
     RandomErasing,
@@ -173,7 +174,7 @@ def test_random_colour_greys_casts_and_stays_in_range(batch):
     grey = np.asarray(RandomColour(saturation=(1.0, 1.0), grey=1.0, cast=0.0, seed=0)(images, training=True))
     np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
     np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
-    luminance = images @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    luminance = images @ np.asarray(LUMINANCE, dtype=np.float32)
     np.testing.assert_allclose(grey[..., 0], luminance, atol=1e-2)
 
     cast = np.asarray(RandomColour(saturation=(1.0, 1.0), grey=0.0, cast=0.3, seed=1)(images, training=True))

@@ -143,6 +143,9 @@ def get_architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
+LUMINANCE = (0.299, 0.587, 0.114)  # weights of R, G and B in a pixel's brightness (ITU-R BT.601)
+
+
 class _RandomLayer(layers.Layer):
     """A seeded augmentation layer: the identity unless ``training``; draws its numbers per picture."""
 
@@ -150,6 +153,13 @@ class _RandomLayer(layers.Layer):
         super().__init__(**kwargs)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training: bool = False):
+        return self.transform(images, keras.ops.shape(images)[0]) if training else images
+
+    def transform(self, images, batch):
+        """The random change of a training batch of ``batch`` pictures."""
+        raise NotImplementedError
 
     def _uniform(self, batch, low: float = 0.0, high: float = 1.0):
         """One draw per picture, shaped (batch, 1, 1) to broadcast over its rows and columns."""
@@ -179,11 +189,8 @@ class RandomAffine(_RandomLayer):
         self.zoom = tuple(zoom)
         self.flip = flip
 
-    def call(self, images, training: bool = False):
-        if not training:
-            return images
+    def transform(self, images, batch):
         ops = keras.ops
-        batch = ops.shape(images)[0]
         height, width, channels = images.shape[1], images.shape[2], images.shape[3]
         angle = self._uniform(batch, -1.0, 1.0) * math.radians(self.rotation_degrees)
         scale = self._uniform(batch, self.zoom[0], self.zoom[1])
@@ -219,13 +226,9 @@ class RandomColour(_RandomLayer):
         self.grey = grey
         self.cast = cast
 
-    def call(self, images, training: bool = False):
-        if not training:
-            return images
+    def transform(self, images, batch):
         ops = keras.ops
-        batch = ops.shape(images)[0]
-        luminance = ops.sum(images * ops.convert_to_tensor([0.299, 0.587, 0.114], dtype=images.dtype), axis=-1,
-                            keepdims=True)
+        luminance = ops.sum(images * ops.convert_to_tensor(LUMINANCE, dtype=images.dtype), axis=-1, keepdims=True)
         factor = self._uniform(batch, *self.saturation)[..., None]
         coloured = self._uniform(batch)[..., None] >= self.grey
         factor = ops.where(coloured, factor, ops.zeros_like(factor))
@@ -251,11 +254,8 @@ class RandomErasing(_RandomLayer):
         self.rate = rate
         self.area = tuple(area)
 
-    def call(self, images, training: bool = False):
-        if not training:
-            return images
+    def transform(self, images, batch):
         ops = keras.ops
-        batch = ops.shape(images)[0]
         height, width = images.shape[1], images.shape[2]
         area = self._uniform(batch, *self.area) * (height * width)
         aspect = ops.exp(self._uniform(batch, -math.log(3), math.log(3)))  # log-uniform, 1/3..3
