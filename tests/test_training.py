@@ -64,11 +64,12 @@ def test_presets_and_overrides():
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
 
 
-def test_the_shipped_model_is_strong_then_fixres():
-    """MODEL_CARD.md: the shipped model's first stage ran `--preset strong --arch resnet_small_hr --epochs 200`
-    (on a GPU), then `--preset fixres --init` that bundle fine-tuned it on the same pictures and split; both
-    presets must stay those recipes."""
-    first, second = resolve_recipe("strong", "resnet_small_hr", epochs=200), PRESETS["fixres"]
+def test_the_shipped_model_is_strong_robust_then_fixres_light_robust():
+    """MODEL_CARD.md: the shipped model's first stage ran `--preset strong --arch resnet_small_hr --epochs 200
+    --augmentation robust` (on a GPU), then `--preset fixres --augmentation light_robust --init` that bundle
+    fine-tuned it on the same pictures and split; both presets must stay those recipes."""
+    first = resolve_recipe("strong", "resnet_small_hr", epochs=200, augmentation="robust")
+    second = resolve_recipe("fixres", None, augmentation="light_robust")
     shipped = read_description(default_model_path())["metadata"]
     started = shipped["initialised_from"]
     assert replace(Recipe(**started["recipe"]), description=first.description) == first
