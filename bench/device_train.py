@@ -2,6 +2,8 @@
 
 Usage (on the GPU machine, from the repository root, with ``src`` importable):
     KERAS_BACKEND=jax python bench/device_train.py TRAIN.pack.npz --minutes 8.8 --out OUT
+    KERAS_BACKEND=jax python bench/device_train.py TRAIN.pack.npz --only small_hr small_hr_robust hr_robust \
+        --minutes 9 --out OUT
     KERAS_BACKEND=jax python bench/device_train.py TRAIN.pack.npz --only wide --epochs 40 \
         --second-stage-seconds 60 --minutes 4.2 --out OUT
 
@@ -38,6 +40,8 @@ class Candidate:
     arch: str | None
     max_epochs: int
     second_stage: bool
+    augmentation: str | None = None  # the preset's own policy when None
+    second_stage_augmentation: str | None = None
 
 
 CANDIDATES = {
@@ -47,9 +51,13 @@ CANDIDATES = {
         Candidate("hr", "strong", "resnet_hr", 150, True),
         Candidate("article", "article", None, 200, False),
         Candidate("wide", "strong", "resnet_wide", 150, True),
+        Candidate("small_hr_robust", "strong", "resnet_small_hr", 200, True, "robust", "light_robust"),
+        Candidate("hr_robust", "strong", "resnet_hr", 150, True, "robust", "light_robust"),
     )
 }
-START_SECONDS = 30  # reading the pictures and building the network, before --time-limit counts
+# Reading and decoding the pack, building and compiling the network: 60-100 s a run on the H100 (session 11),
+# all counted by --time-limit
+START_SECONDS = 90
 PART_BYTES = 15 * 2**20  # files come back from the GPU machine in pieces of at most 16 MiB
 
 
@@ -65,24 +73,34 @@ def start(command: list[str], log: Path, backend: str, sharing: int) -> subproce
     return subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
 
 
-def arch_options(candidate: Candidate) -> list[str]:
-    return ["--arch", candidate.arch] if candidate.arch else []
+def candidate_options(candidate: Candidate) -> list[str]:
+    """The first stage's --arch and --augmentation, where the candidate names them."""
+    options = ["--arch", candidate.arch] if candidate.arch else []
+    return options + (["--augmentation", candidate.augmentation] if candidate.augmentation else [])
+
+
+def second_stage_options(candidate: Candidate) -> list[str]:
+    return ["--augmentation", candidate.second_stage_augmentation] if candidate.second_stage_augmentation else []
+
+
+def probe_run(name: str, backend: str) -> Path:
+    return RUNS / f"probe-{name}-{backend}"
 
 
 def probe(pack: str, candidates: list[Candidate], backend: str) -> dict[str, float] | None:
     """Images/s of each candidate's second epoch, all probes sharing the GPU; None if one failed."""
-    jobs = {c.name: start(train_command(pack, c.preset, RUNS / f"probe-{c.name}-{backend}", "--epochs", "2",
-                                        *arch_options(c)), RUNS / f"probe-{c.name}-{backend}.log", backend,
-                          len(candidates))
+    jobs = {c.name: start(train_command(pack, c.preset, probe_run(c.name, backend), "--epochs", "2",
+                                        *candidate_options(c)), probe_run(c.name, backend).with_suffix(".log"),
+                          backend, len(candidates))
             for c in candidates}
     speeds = {}
     for name, job in jobs.items():
         if job.wait() != 0:
-            print(f"probe {name} failed on {backend}: see {RUNS / f'probe-{name}-{backend}.log'}")
+            print(f"probe {name} failed on {backend}: see {probe_run(name, backend).with_suffix('.log')}")
             for other in jobs.values():
                 other.kill()
             return None
-        with open(RUNS / f"probe-{name}-{backend}" / "history.csv") as rows:
+        with open(probe_run(name, backend) / "history.csv") as rows:
             speeds[name] = float(list(csv.DictReader(rows))[-1]["images_per_second"])
     print("probe images/s:", json.dumps({k: round(v) for k, v in speeds.items()}), flush=True)
     return speeds
@@ -114,7 +132,7 @@ def first_stage_epochs(pack: str, candidates: list[Candidate], backend: str, sec
         speeds = probe(pack, candidates, backend)
     if speeds is None:
         sys.exit("every probe failed")
-    run = json.loads((RUNS / f"probe-{candidates[0].name}-{backend}" / "run.json").read_text())
+    run = json.loads((probe_run(candidates[0].name, backend) / "run.json").read_text())
     fits = {c.name: int(speeds[c.name] * seconds_left(c) * 0.75 / run["train_images"]) for c in candidates}
     return {c.name: max(2, min(c.max_epochs, fits[c.name])) for c in candidates}, backend
 
@@ -142,7 +160,7 @@ def main() -> None:
     epochs, backend = first_stage_epochs(args.pack, candidates, os.environ.get("KERAS_BACKEND", "jax"),
                                          seconds_left, args.epochs)
     first = {c.name: start(train_command(args.pack, c.preset, RUNS / c.name, "--epochs", str(epochs[c.name]),
-                                         "--time-limit", f"{seconds_left(c) / 60:.2f}", *arch_options(c)),
+                                         "--time-limit", f"{seconds_left(c) / 60:.2f}", *candidate_options(c)),
                            RUNS / f"{c.name}.log", backend, len(candidates))
              for c in candidates}
     second = {}
@@ -157,7 +175,7 @@ def main() -> None:
                 copy_back(bundle, out / f"{name}.simpsons")
             if bundle.exists() and candidate.second_stage and left > START_SECONDS:
                 second[name] = start(train_command(args.pack, "fixres", RUNS / f"{name}-fixres", "--init", str(bundle),
-                                                   "--time-limit", f"{left / 60:.2f}"),
+                                                   "--time-limit", f"{left / 60:.2f}", *second_stage_options(candidate)),
                                      RUNS / f"{name}-fixres.log", backend, len(candidates))
         time.sleep(2)
     for name, job in second.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import keras
@@ -236,6 +236,12 @@ def test_training_with_a_test_set(training_folder, samples_dir, tmp_path):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
 
 
+def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
+    strong = asdict(PRESETS["strong"])
+    assert training._curve_title(strong) == "resnet (strong recipe)"
+    assert training._curve_title({**strong, "augmentation": "robust"}) == "resnet (strong recipe, robust augmentation)"
+
+
 # --------------------------------------------------------------------------- time limit and resume
 
 
@@ -367,6 +373,41 @@ def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_pat
     resumed = load_bundle(run / BUNDLE_NAME)
     assert resumed.metadata["interrupted"] is False
     assert resumed.metadata["metrics"]["epochs_done"] == 2
+
+
+def test_checkpoints_are_spaced_out_and_resume_retrains_the_unsaved_epochs(training_folder, tmp_path, monkeypatch):
+    """With short epochs the resume checkpoint is written after the first and last epochs only; an
+    interrupt after an unsaved epoch resumes from the checkpoint and trains that epoch again."""
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", float("inf"))
+    saved, original_save = [], training.EpochRecorder._save_resume_point
+
+    def record_save(self, epochs_done):
+        saved.append(epochs_done)
+        original_save(self, epochs_done)
+
+    monkeypatch.setattr(training.EpochRecorder, "_save_resume_point", record_save)
+    recipe = resolve_recipe("article", None, epochs=3, **FAST)
+    train(str(training_folder), str(tmp_path / "whole"), recipe, characters=CHARACTERS)
+    assert saved == [1, 3]
+    assert state(tmp_path / "whole") == {"epochs_done": 3}
+
+    original_begin = training.EpochRecorder.on_epoch_begin
+
+    def interrupt_in_epoch_three(self, epoch, logs=None):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original_begin(self, epoch, logs)
+
+    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt_in_epoch_three)
+    run = tmp_path / "interrupted"
+    train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+    assert state(run) == {"epochs_done": 1}
+    assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
+
+    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", original_begin)
+    resume_training(str(run))
+    assert [row["epoch"] for row in history_rows(run)] == ["0", "1", "2"]
+    assert state(run) == {"epochs_done": 3}
 
 
 def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path, monkeypatch):
