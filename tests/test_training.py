@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -342,18 +344,26 @@ def test_resume_refuses_changed_images(stopped_run, training_folder, tmp_path):
     assert state(run) == {"epochs_done": 1}
 
 
-def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, monkeypatch, capsys):
-    run = tmp_path / "interrupted"
+@contextmanager
+def ctrl_c_in_epoch(interrupted: int) -> Iterator[None]:
+    """Within the block, training gets a KeyboardInterrupt (Ctrl-C) as epoch ``interrupted`` (from 0) begins."""
     original = training.EpochRecorder.on_epoch_begin
 
-    def interrupt_in_epoch_two(self, epoch, logs=None):
-        if epoch == 1:
+    def begin(self, epoch, logs=None):
+        if epoch == interrupted:
             raise KeyboardInterrupt
         original(self, epoch, logs)
 
-    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt_in_epoch_two)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.EpochRecorder, "on_epoch_begin", begin)
+        yield
+
+
+def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, capsys):
+    run = tmp_path / "interrupted"
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
-    path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+    with ctrl_c_in_epoch(1):
+        path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
 
     assert "interrupted" in capsys.readouterr().out
     assert path == run / BUNDLE_NAME
@@ -365,7 +375,6 @@ def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_pat
     assert [row["epoch"] for row in history_rows(run)] == ["0"]
     assert (run / "last.keras").is_file()
 
-    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", original)
     resume_training(str(run))
 
     assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
@@ -391,32 +400,20 @@ def test_checkpoints_are_spaced_out_and_resume_retrains_the_unsaved_epochs(train
     assert saved == [1, 3]
     assert state(tmp_path / "whole") == {"epochs_done": 3}
 
-    original_begin = training.EpochRecorder.on_epoch_begin
-
-    def interrupt_in_epoch_three(self, epoch, logs=None):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        original_begin(self, epoch, logs)
-
-    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt_in_epoch_three)
     run = tmp_path / "interrupted"
-    train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+    with ctrl_c_in_epoch(2):
+        train(str(training_folder), str(run), recipe, characters=CHARACTERS)
     assert state(run) == {"epochs_done": 1}
     assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
 
-    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", original_begin)
     resume_training(str(run))
     assert [row["epoch"] for row in history_rows(run)] == ["0", "1", "2"]
     assert state(run) == {"epochs_done": 3}
 
 
-def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path, monkeypatch):
-    def interrupt(self, epoch, logs=None):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(training.EpochRecorder, "on_epoch_begin", interrupt)
+def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path):
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
-    with pytest.raises(SimpsonsError, match="before the first epoch"):
+    with ctrl_c_in_epoch(0), pytest.raises(SimpsonsError, match="before the first epoch"):
         train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS)
     assert not (tmp_path / "run" / BUNDLE_NAME).exists()
 
