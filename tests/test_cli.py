@@ -225,6 +225,26 @@ def test_evaluate_samples_with_reports(capsys, tmp_path, samples_dir, tiny_bundl
     assert "not counted" not in out
 
 
+def test_evaluate_write_stores_the_test_accuracy_in_the_bundle(capsys, tmp_path, samples_dir, tiny_bundle):
+    model = tmp_path / "model.simpsons"
+    shutil.copy(tiny_bundle, model)
+    before = read_description(model)
+    code, out, err = run_cli(capsys, "evaluate", samples_dir, "--model", model, "--json", tmp_path / "m.json",
+                             "--write")
+    assert code == 0, err
+    measured = json.loads((tmp_path / "m.json").read_text())
+    after = read_description(model)
+    assert after["metadata"]["metrics"]["test_accuracy"] == measured["top1_accuracy"]
+    assert after["metadata"]["metrics"]["test_images"] == 60
+    assert after["metadata"]["metrics"]["test_data"] == str(samples_dir.resolve())
+    assert {k: v for k, v in after.items() if k != "metadata"} == {k: v for k, v in before.items() if k != "metadata"}
+    assert "wrote the test accuracy" in out
+
+    for refused in ([], ["--model", tmp_path / "model.onnx"]):
+        code, _, err = run_cli(capsys, "evaluate", samples_dir, *refused, "--write")
+        assert code == 2 and "--write needs --model BUNDLE" in one_line_error(err)
+
+
 def test_evaluate_sets_unknown_characters_apart(capsys, tmp_path, sample_paths):
     three = ["bart_simpson", "homer_simpson", "lisa_simpson"]
     model = tmp_path / "three.simpsons"

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
+    evaluate.add_argument("--write", action="store_true",
+                          help="store the test accuracy in the bundle given by --model (what `serve` shows)")
 
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
@@ -283,10 +285,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         plot_confused_pairs,
         plot_confusion_matrix,
         plot_prediction_grid,
+        record_test_accuracy,
         write_json,
     )
     from simpsons.prediction import Predictor
 
+    if args.write and (not args.model or str(args.model).endswith(".onnx")):
+        raise SimpsonsError("--write needs --model BUNDLE, a .simpsons bundle (the shipped default model is never "
+                            "rewritten)")
     predictor = Predictor.load(args.model)
     images = datasets.load_images(args.data, predictor.image_size)
     if images.bad_files:
@@ -313,6 +319,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         plot_prediction_grid(result, Path(args.report_dir) / "predictions_grid.png")
         plot_confused_pairs(result, Path(args.report_dir) / "confused_pairs.png")
         print(f"wrote confusion_matrix.png, predictions_grid.png and confused_pairs.png to {args.report_dir}")
+    if args.write:
+        record_test_accuracy(predictor, args.model, args.data, metrics)
+        print(f"wrote the test accuracy ({metrics['top1_accuracy']:.3f} on {metrics['images']} images) to {args.model}")
     return 0
 
 
