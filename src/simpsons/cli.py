@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and write a run folder with a model bundle")
     train.add_argument("data", nargs="?", help="training dataset folder or .pack.npz")
     train.add_argument("--out", help="run folder to create")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last finished epoch")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--test", help="test set (either layout) evaluated at the end")
     train.add_argument("--preset", help="named recipe (see --list-presets)")
     train.add_argument("--arch", help="architecture: seed, seed6 or resnet")

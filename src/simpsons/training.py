@@ -465,7 +465,7 @@ def _curve_title(recipe: dict[str, Any]) -> str:
 
 
 def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Path:
-    """Continue the run in ``run_dir`` from its last finished epoch, with its own recipe and data."""
+    """Continue the run in ``run_dir`` from its last checkpoint, with its own recipe and data."""
     run, _ = _read_run(Path(run_dir))
     return train(
         run["data"], run_dir, Recipe(**run["recipe"]), seed=run["seed"], characters=run["characters"],
