@@ -387,18 +387,22 @@ def test_train_unknown_character(capsys, tmp_path, samples_dir):
 def test_train_list_presets(capsys):
     code, out, err = run_cli(capsys, "train", "--list-presets")
     assert code == 0
-    presets, policies = out.split("\n\naugmentation policies (--augmentation):\n")
+    presets, rest = out.split("\n\naugmentation policies (--augmentation):\n")
+    policies, architectures = rest.split("\n\narchitectures (--arch):\n")
     assert [line.split()[0] for line in presets.splitlines()] == [
-        "article", "article6", "strong", "laptop", "laptop_long", "fixres"]
+        "article", "article6", "strong", "laptop", "fixres"]
     assert [line.split()[0] for line in policies.splitlines()] == [
         "article", "strong", "robust", "light", "light_robust"]
+    assert [line.split()[0] for line in architectures.splitlines()] == [
+        "seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide"]
 
 
-def test_train_learning_rate_must_be_above_zero(capsys, tmp_path, samples_dir):
+@pytest.mark.parametrize("option", ["--learning-rate", "--budget"])
+def test_train_learning_rate_and_budget_must_be_above_zero(option, capsys, tmp_path, samples_dir):
     with pytest.raises(SystemExit) as raised:
-        main(["train", str(samples_dir), "--out", str(tmp_path / "run"), "--learning-rate", "0"])
+        main(["train", str(samples_dir), "--out", str(tmp_path / "run"), option, "0"])
     assert raised.value.code == 2
-    assert "--learning-rate: must be above 0" in capsys.readouterr().err
+    assert f"{option}: must be above 0" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
@@ -419,9 +423,10 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10", "--epochs", "2",
                              "--batch-size", "8", "--image-size", "32", "--test", samples_dir, "--time-limit", "1e-6",
-                             "--augmentation", "robust", "--learning-rate", "3e-4")
+                             "--augmentation", "robust", "--learning-rate", "3e-4", "--budget", "5")
     assert code == 0
-    assert "time limit reached after epoch 1" in out
+    assert "time budget 5 min: an epoch takes about" in out and "so 2 epochs" in out  # at most --epochs
+    assert "time limit reached after epoch 1" in out  # --time-limit wins over the budget's
     assert read_description(run / "model.simpsons")["metadata"]["metrics"]["epochs_done"] == 1
 
     code, out, err = run_cli(capsys, "train", "--resume", run)
@@ -433,6 +438,7 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
     assert metadata["recipe"]["image_size"] == 32 and metadata["recipe"]["batch_size"] == 8
     assert metadata["recipe"]["augmentation"] == "robust"  # the resumed checkpoint kept its augmentation layers
     assert metadata["recipe"]["learning_rate"] == 3e-4
+    assert metadata["budget"]["minutes"] == 5 and metadata["recipe"]["budget_minutes"] == 5
 
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10")
     assert code == 2

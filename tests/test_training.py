@@ -50,7 +50,7 @@ def state(run: Path) -> dict:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "laptop_long", "fixres"}
+    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "fixres"}
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
         "seed", 64, "rmsprop", 1e-4, 32)
@@ -79,12 +79,17 @@ def test_the_shipped_model_is_strong_robust_then_fixres_light_robust():
     assert (started["seed"], started["data_fingerprint"]) == (shipped["seed"], shipped["data_fingerprint"])
 
 
-def test_laptop_long_is_the_recipe_session_7_ran():
+def test_laptop_with_48_epochs_is_the_recipe_session_7_ran():
     """MODEL_CARD.md: session 7's default (the best model trained without a GPU) started from `--preset laptop
-    --arch resnet_small_hr --image-size 96 --epochs 48`, which the laptop_long preset names."""
-    ran = resolve_recipe("laptop", "resnet_small_hr", image_size=96, epochs=48)
-    first = PRESETS["laptop_long"]
-    assert replace(ran, name=first.name, description=first.description) == first
+    --arch resnet_small_hr --image-size 96 --epochs 48` (then `laptop_long`); `--preset laptop --epochs 48`
+    must still be that recipe."""
+    ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
+           "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
+           "label_smoothing": 0.1, "augmentation": "strong", "class_weighting": True, "fine_tune": False,
+           "budget_minutes": None}
+    recipe = asdict(resolve_recipe("laptop", None, epochs=48))
+    del recipe["description"]
+    assert recipe == ran
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -107,6 +112,26 @@ def test_every_architecture_has_a_default_preset(arch):
 def test_bad_recipes(preset, arch, overrides, message):
     with pytest.raises(SimpsonsError, match=message):
         resolve_recipe(preset, arch, **overrides)
+
+
+def test_epochs_given_drop_the_presets_time_budget():
+    assert PRESETS["laptop"].budget_minutes == 30
+    assert resolve_recipe("laptop", None).budget_minutes == 30
+    assert resolve_recipe("laptop", None, epochs=5).budget_minutes is None
+    both = resolve_recipe("strong", None, epochs=5, budget_minutes=2.5)
+    assert (both.epochs, both.budget_minutes) == (5, 2.5)
+    with pytest.raises(SimpsonsError, match="--budget must be above 0 minutes"):
+        resolve_recipe("laptop", None, budget_minutes=0)
+
+
+def test_epochs_within_a_budget():
+    probe = training.SpeedProbe(step_seconds=0.5, validation_seconds_per_image=0.01, first_epoch_extra_seconds=10,
+                                probe_seconds=20)
+    epoch = probe.epoch_seconds(640, 100, 64)  # 10 batches of 64 and 100 validation pictures: 6 s and the margin
+    assert epoch == pytest.approx(6 * training.BUDGET_MARGIN)
+    assert training.epochs_within(100, probe, 640, 100, 64, most=50) == int((100 - 20 - 10) // epoch)
+    assert training.epochs_within(100, probe, 640, 100, 64, most=8) == 8
+    assert training.epochs_within(25, probe, 640, 100, 64, most=8) == 1  # the probe spent the budget: one epoch
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -245,6 +270,27 @@ def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
 
 
 # --------------------------------------------------------------------------- time limit and resume
+
+
+@pytest.mark.parametrize(("minutes", "epochs"), [(10, 3), (0.01, 1)])
+def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, capsys):
+    run = tmp_path / "budget"
+    recipe = resolve_recipe("laptop", "resnet_small", epochs=3, budget_minutes=minutes, **FAST)
+    train(str(training_folder), str(run), recipe, characters=CHARACTERS)
+    recorded = json.loads((run / "run.json").read_text())
+    budget = recorded["budget"]
+    assert budget["epochs"] == recorded["recipe"]["epochs"] == len(history_rows(run)) == epochs
+    assert budget["probe_seconds"] > 0 and budget["estimated_epoch_seconds"] > 0
+    assert f"time budget {minutes:g} min: an epoch takes about" in capsys.readouterr().out
+
+
+def test_the_probe_leaves_the_run_as_it_would_have_been(training_folder, tmp_path):
+    recipe = resolve_recipe("laptop", "resnet_small", epochs=1, **FAST)
+    plain = train(str(training_folder), str(tmp_path / "plain"), recipe, characters=CHARACTERS)
+    probed = train(str(training_folder), str(tmp_path / "probed"), replace(recipe, budget_minutes=10),
+                   characters=CHARACTERS)
+    for ours, theirs in zip(load_bundle(plain).model.get_weights(), load_bundle(probed).model.get_weights()):
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -476,7 +522,7 @@ def test_background_needs_pictures(training_folder, tmp_path):
 def resnet_bundle(training_folder, tmp_path_factory) -> Path:
     """A one-epoch resnet_small at 32 px: a bundle to fine-tune."""
     run = tmp_path_factory.mktemp("runs") / "resnet"
-    return train(str(training_folder), str(run), resolve_recipe("laptop", None, epochs=1, **FAST),
+    return train(str(training_folder), str(run), resolve_recipe("laptop", "resnet_small", epochs=1, **FAST),
                  characters=CHARACTERS)
 
 

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--test", help="test set (either layout) evaluated at the end")
     train.add_argument("--preset", help="named recipe (see --list-presets)")
-    train.add_argument("--arch", help="architecture: seed, seed6 or resnet")
+    train.add_argument("--arch", help="architecture instead of the preset's (see --list-presets)")
     train.add_argument("--epochs", type=_positive)
     train.add_argument("--batch-size", type=_positive)
     train.add_argument("--image-size", type=_positive)
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "characters, any input size; e.g. --preset fixres")
     train.add_argument("--time-limit", type=float, metavar="MINUTES",
                        help="stop cleanly after the epoch that would overrun this many minutes")
+    train.add_argument("--budget", type=_positive_float, metavar="MINUTES",
+                       help="as many epochs (at most --epochs or the preset's) as fit in this many minutes of "
+                            "training on this machine, measured by a short probe first (the laptop preset's: 30)")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     train.add_argument("--background", metavar="DIR",
                        help="pictures showing none of the characters (any names, any depth): "
@@ -253,7 +256,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from simpsons.bundle import read_description
-    from simpsons.models import AUGMENTATIONS
+    from simpsons.models import ARCHITECTURES, AUGMENTATIONS
     from simpsons.training import PRESETS, resolve_recipe, resume_training, train
 
     if args.list_presets:
@@ -262,6 +265,9 @@ def run_train(args: argparse.Namespace) -> int:
         print("\naugmentation policies (--augmentation):")
         for name, description in AUGMENTATIONS.items():
             print(f"{name:<12} {description}")
+        print("\narchitectures (--arch):")
+        for architecture in ARCHITECTURES.values():
+            print(f"{architecture.name:<16} {architecture.description}")
         return 0
     if args.resume:
         resume_training(args.resume, time_limit_minutes=args.time_limit)
@@ -271,7 +277,7 @@ def run_train(args: argparse.Namespace) -> int:
     arch = args.arch or (args.init and read_description(args.init).get("metadata", {}).get("arch"))
     recipe = resolve_recipe(args.preset, arch or None, epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, learning_rate=args.learning_rate,
-                            augmentation=args.augmentation)
+                            augmentation=args.augmentation, budget_minutes=args.budget)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
           init_bundle=args.init)

@@ -40,6 +40,7 @@ class Recipe:
     class_weighting: bool = False
     description: str = ""
     fine_tune: bool = False  # continues a trained model (train --init BUNDLE) rather than starting afresh
+    budget_minutes: float | None = None  # when set, the epochs (at most ``epochs``) are sized to fit it here
 
 
 PRESETS: dict[str, Recipe] = {
@@ -59,17 +60,10 @@ PRESETS: dict[str, Recipe] = {
             description="ResNet at 96 px: AdamW, warm-up then cosine, label smoothing, strong augmentation, class weights",
         ),
         Recipe(
-            "laptop", "resnet_small", 64, 12, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
-            label_smoothing=0.1, augmentation="strong", class_weighting=True,
-            description="the strong recipe on a one-block-per-stage ResNet at 64 px, 12 epochs: "
-                        "about 30 minutes on a 2-core CPU",
-        ),
-        Recipe(
-            "laptop_long", "resnet_small_hr", 96, 48, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
-            label_smoothing=0.1, augmentation="strong", class_weighting=True,
-            description="the laptop recipe on the pooling-stem ResNet at 96 px, 48 epochs: about 70 minutes "
-                        "on a 2-core CPU with PyTorch's backend (the first stage of the best model trained "
-                        "without a GPU)",
+            "laptop", "resnet_small_hr", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
+            label_smoothing=0.1, augmentation="strong", class_weighting=True, budget_minutes=30,
+            description="the strong recipe on the pooling-stem ResNet at 96 px, as many epochs (up to 60) as "
+                        "fit in 30 minutes of training on this machine (about 45 on a 2-core CPU)",
         ),
         Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
@@ -82,7 +76,7 @@ PRESETS: dict[str, Recipe] = {
 }
 DEFAULT_PRESET_FOR_ARCH = {
     "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong", "resnet_wide": "strong",
-    "resnet_small": "laptop", "resnet_small_hr": "laptop_long",
+    "resnet_small": "laptop", "resnet_small_hr": "laptop",
 }
 
 
@@ -98,6 +92,10 @@ def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Re
         get_architecture(arch)
         recipe = replace(recipe, arch=arch)
     changes = {k: v for k, v in overrides.items() if v is not None}
+    if changes.get("budget_minutes", 1) <= 0:
+        raise SimpsonsError("--budget must be above 0 minutes")
+    if "epochs" in changes and "budget_minutes" not in changes:
+        changes["budget_minutes"] = None  # epochs given: the preset's time budget no longer sizes them
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
@@ -133,6 +131,84 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1)), 0.0)
     weights *= num_classes / weights.sum()
     return {i: float(w) for i, w in enumerate(weights)}
+
+
+PROBE_STEPS = 10  # training batches in each of the speed probe's two epochs (the first one traces the graph)
+BUDGET_MARGIN = 1.03  # checkpoints, history and a busy machine: an epoch counts 3% longer than measured
+
+
+@dataclass(frozen=True)
+class SpeedProbe:
+    """What training costs on this machine, measured on a throwaway copy of the model."""
+
+    step_seconds: float  # one training batch
+    validation_seconds_per_image: float
+    first_epoch_extra_seconds: float  # tracing and warming up, paid once per run
+    probe_seconds: float  # the probe's own wall time
+
+    def epoch_seconds(self, train_images: int, validation_images: int, batch_size: int) -> float:
+        """One epoch's estimated seconds, validation included, with ``BUDGET_MARGIN``."""
+        return BUDGET_MARGIN * (math.ceil(train_images / batch_size) * self.step_seconds
+                                + validation_images * self.validation_seconds_per_image)
+
+
+def epochs_within(
+    budget_seconds: float, probe: SpeedProbe, train_images: int, validation_images: int, batch_size: int, most: int,
+) -> int:
+    """How many epochs (1 to ``most``) fit in the budget, which also pays for the probe and the first epoch's
+    extra."""
+    left = budget_seconds - probe.probe_seconds - probe.first_epoch_extra_seconds
+    return int(min(most, max(1, left // probe.epoch_seconds(train_images, validation_images, batch_size))))
+
+
+class _Stopwatch(keras.callbacks.Callback):
+    """Times each epoch of a ``fit``, the training batches of the last one and its validation pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch_seconds: list[float] = []
+        self.batch_ends: list[float] = []
+        self.validation_seconds = 0.0
+        self._started = self._validation_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+        self.batch_ends = [self._started]
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.batch_ends.append(time.perf_counter())
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        self.validation_seconds = time.perf_counter() - self._validation_started
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._started)
+
+
+def probe_speed(
+    recipe: Recipe, train_set: datasets.LabelledImages, val_set: datasets.LabelledImages, num_classes: int, seed: int,
+) -> SpeedProbe:
+    """Train a throwaway model of ``recipe`` for two short epochs on the run's own pictures, the way
+    ``train`` will: the second epoch gives the steady cost of a batch and of validation, the first
+    the one-off cost of tracing."""
+    started = time.perf_counter()
+    count = PROBE_STEPS * recipe.batch_size
+    model = _compiled_model(recipe, num_classes, PROBE_STEPS, seed)
+    train_part, val_part = train_set.subset(np.arange(min(count, len(train_set)))), val_set.subset(
+        np.arange(min(count, len(val_set))))
+    stopwatch = _Stopwatch()
+    model.fit(**fit_data((train_part.images, _one_hot(train_part.labels, num_classes)), recipe.batch_size, seed,
+                         validation=(val_part.images, _one_hot(val_part.labels, num_classes))),
+              epochs=2, verbose=0, callbacks=[stopwatch])
+    return SpeedProbe(
+        step_seconds=float(np.median(np.diff(stopwatch.batch_ends))),
+        validation_seconds_per_image=stopwatch.validation_seconds / len(val_part),
+        first_epoch_extra_seconds=max(0.0, stopwatch.epoch_seconds[0] - stopwatch.epoch_seconds[1]),
+        probe_seconds=time.perf_counter() - started,
+    )
 
 
 # The resume checkpoint (last.keras with the optimizer's state) takes about 0.4 s to write: a third of the
@@ -232,7 +308,10 @@ def train(
     The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
     checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
     ``time_limit_minutes`` stops after the last finished epoch, Ctrl-C at once; ``resume_training``
-    continues from the last checkpoint (at most ``CHECKPOINT_SECONDS`` of training back).
+    continues from the last checkpoint (at most ``CHECKPOINT_SECONDS`` of training back). A recipe with
+    ``budget_minutes`` first times a throwaway copy of its model (``probe_speed``), trains as many epochs
+    as the budget holds (``run.json`` records the probe) and, unless given another, takes the budget as
+    its time limit.
     """
     out = Path(run_dir)
     earlier_run, epochs_done = _read_run(out) if resume else ({}, 0)
@@ -256,6 +335,11 @@ def train(
         raise SimpsonsError(f"{init_bundle} answers for {len(init.characters)} classes and this data gives "
                             f"{num_classes}: give --background exactly when the model has the no_character class")
     print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
+    budget = earlier_run.get("budget")  # a resumed run keeps what sized its epochs
+    if recipe.budget_minutes and not resume:
+        recipe, budget = _sized_to_budget(recipe, train_set, val_set, num_classes, seed)
+        keras.utils.set_random_seed(seed)  # the run starts as it would have without the probe
+        time_limit_minutes = time_limit_minutes or budget["time_limit_minutes"]
 
     out.mkdir(parents=True, exist_ok=True)
     fingerprint = datasets.fingerprint(images)
@@ -266,6 +350,8 @@ def train(
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
         "data_fingerprint": fingerprint, "background": background_dir and str(Path(background_dir).resolve()),
     }
+    if budget is not None:
+        run["budget"] = budget
     if init is not None:
         _warn_unless_same_split(init, init_bundle, run)
         run["initialised_from"] = _lineage(init, init_bundle)
@@ -295,6 +381,22 @@ def train(
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
                 "train_seconds_this_session": round(train_seconds, 1)}
     return _save_result(model, out, images.characters, val_set, test_dir, metadata)
+
+
+def _sized_to_budget(
+    recipe: Recipe, train_set: datasets.LabelledImages, val_set: datasets.LabelledImages, num_classes: int, seed: int,
+) -> tuple[Recipe, dict[str, float]]:
+    """The recipe with as many epochs as its time budget holds on this machine, and what the probe measured."""
+    probe = probe_speed(recipe, train_set, val_set, num_classes, seed)
+    epoch_seconds = probe.epoch_seconds(len(train_set), len(val_set), recipe.batch_size)
+    epochs = epochs_within(recipe.budget_minutes * 60, probe, len(train_set), len(val_set), recipe.batch_size,
+                           most=recipe.epochs)
+    print(f"time budget {recipe.budget_minutes:g} min: an epoch takes about {epoch_seconds:.0f} s here "
+          f"(measured in {probe.probe_seconds:.0f} s), so {epochs} epochs")
+    budget = {"minutes": recipe.budget_minutes, "probe_seconds": round(probe.probe_seconds, 1),
+              "estimated_epoch_seconds": round(epoch_seconds, 1), "epochs": epochs,
+              "time_limit_minutes": round((recipe.budget_minutes * 60 - probe.probe_seconds) / 60, 2)}
+    return replace(recipe, epochs=epochs), budget
 
 
 def _selected_images(
