@@ -195,10 +195,10 @@ def test_training_folder_is_as_built(training_folder):
 
 
 def test_run_folder_contents(finished_run):
-    for name in ("run.json", "history.csv", "learning_curve.png", "best.weights.h5", "last.keras", BUNDLE_NAME,
-                 "state.json"):
+    for name in ("run.json", "history.csv", "learning_curve.png", "best.weights.h5", "best.json", "last.keras",
+                 BUNDLE_NAME, "state.json"):
         assert (finished_run / name).is_file(), name
-    assert not list(finished_run.glob(".*partial*"))
+    assert not list(finished_run.glob("*partial*"))
     assert state(finished_run) == {"epochs_done": 2}
 
     run = json.loads((finished_run / "run.json").read_text())
@@ -232,10 +232,13 @@ def test_run_bundle(finished_run, training_folder):
     assert metadata["recipe"]["epochs"] == 2
     metrics = metadata["metrics"]
     assert metrics["epochs_done"] == 2
-    assert metrics["best_epoch"] in (1, 2)
     assert 0.0 <= metrics["validation_accuracy"] <= 1.0
     # the bundle carries the best epoch's weights: its accuracy is the best validation accuracy in the history
     history = read_history(finished_run / "history.csv")
+    accuracies = [row["val_accuracy"] for row in history]
+    assert metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1
+    assert json.loads((finished_run / "best.json").read_text()) == pytest.approx(
+        {"epoch": metrics["best_epoch"], "val_accuracy": max(accuracies)})
     assert metrics["validation_accuracy"] == pytest.approx(max(row["val_accuracy"] for row in history), abs=1e-6)
     assert metadata["train_images"] + metadata["validation_images"] == 36
     loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
@@ -455,6 +458,47 @@ def test_checkpoints_are_spaced_out_and_resume_retrains_the_unsaved_epochs(train
     resume_training(str(run))
     assert [row["epoch"] for row in history_rows(run)] == ["0", "1", "2"]
     assert state(run) == {"epochs_done": 3}
+
+
+def test_best_checkpoint_replaces_only_for_a_better_epoch(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    checkpoint = training.BestCheckpoint(tmp_path)
+    checkpoint.set_model(model)
+    for epoch, accuracy in enumerate([0.5, 0.7, 0.7, 0.6]):
+        model.layers[0].set_weights([np.full((2, 1), float(epoch)), np.zeros(1)])
+        checkpoint.on_epoch_end(epoch, {"val_accuracy": accuracy})
+    assert training.best_so_far(tmp_path) == {"epoch": 2, "val_accuracy": 0.7}
+    model.load_weights(tmp_path / "best.weights.h5")
+    assert model.layers[0].get_weights()[0].tolist() == [[1.0], [1.0]]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["best.json", "best.weights.h5"]
+
+
+def test_best_so_far_of_a_run_from_before_best_json(finished_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(finished_run, old)
+    (old / "best.json").unlink()
+    assert training.best_so_far(old) == json.loads((finished_run / "best.json").read_text())
+    assert training.best_so_far(tmp_path / "empty") is None
+
+
+def test_a_best_epoch_dropped_by_resume_keeps_its_weights_until_beaten(training_folder, tmp_path, monkeypatch):
+    """Resuming trains again the epochs finished after the last resume checkpoint; if one of them was
+    the best, best.weights.h5 keeps its weights (best.json names it) until a later epoch beats it."""
+    monkeypatch.setattr(training, "CHECKPOINT_SECONDS", float("inf"))
+    run = tmp_path / "run"
+    with ctrl_c_in_epoch(2):
+        train(str(training_folder), str(run), resolve_recipe("article", None, epochs=3, **FAST), characters=CHARACTERS)
+    assert state(run) == {"epochs_done": 1}
+    unbeatable = {"epoch": 2, "val_accuracy": 1.0}  # as if the unsaved second epoch had been perfect
+    (run / "best.json").write_text(json.dumps(unbeatable))
+    weights = (run / "best.weights.h5").read_bytes()
+
+    resume_training(str(run))
+
+    assert [row["epoch"] for row in history_rows(run)] == ["0", "1", "2"]
+    assert (run / "best.weights.h5").read_bytes() == weights
+    assert json.loads((run / "best.json").read_text()) == unbeatable
+    assert load_bundle(run / BUNDLE_NAME).metadata["metrics"]["best_epoch"] == 2
 
 
 def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path):

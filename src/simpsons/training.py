@@ -255,6 +255,45 @@ class EpochRecorder(keras.callbacks.Callback):
         self.saved_at = time.perf_counter()
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the best validation accuracy of the whole run in
+    ``best.weights.h5`` and which epoch that was in ``best.json``, both replaced atomically.
+
+    ``best`` is the record to beat, from before an interruption (``best_so_far``). It may name an
+    epoch whose history row a resume dropped (one finished after the last resume checkpoint): its
+    weights stay, a network measured on the validation pictures like any other, until an epoch beats it.
+    """
+
+    def __init__(self, run_dir: Path, best: dict[str, float] | None = None):
+        super().__init__()
+        self.run_dir = run_dir
+        self.best = best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        accuracy = (logs or {}).get("val_accuracy")
+        if accuracy is None or (self.best is not None and accuracy <= self.best["val_accuracy"]):
+            return
+        partial = self.run_dir / "best.partial.weights.h5"
+        self.model.save_weights(partial)
+        partial.replace(self.run_dir / "best.weights.h5")
+        self.best = {"epoch": epoch + 1, "val_accuracy": float(accuracy)}
+        write_atomically(self.run_dir / "best.json", json.dumps(self.best).encode())
+
+
+def best_so_far(run_dir: Path) -> dict[str, float] | None:
+    """The run's best epoch (from 1) and its validation accuracy: ``best.json``, else (runs from before
+    it existed) the best row of ``history.csv``; None before any epoch."""
+    try:
+        return json.loads((run_dir / "best.json").read_text())
+    except (OSError, ValueError):
+        pass
+    accuracies = [row["val_accuracy"] for row in read_history(run_dir / "history.csv") if "val_accuracy" in row]
+    if not accuracies:
+        return None
+    best = int(np.argmax(accuracies))
+    return {"epoch": best + 1, "val_accuracy": accuracies[best]}
+
+
 def _forget_unsaved_epochs(history_path: Path, epochs_done: int) -> None:
     """Drop the rows of epochs finished after the last resume checkpoint: resuming trains them again."""
     if not history_path.exists():
@@ -306,7 +345,7 @@ def train(
     to 0.15 otherwise.
 
     The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
-    checkpoints ``last.keras`` and ``best.weights.h5``, and the bundle ``model.simpsons``.
+    checkpoints ``last.keras`` and ``best.weights.h5`` (its epoch in ``best.json``), and the bundle ``model.simpsons``.
     ``time_limit_minutes`` stops after the last finished epoch, Ctrl-C at once; ``resume_training``
     continues from the last checkpoint (at most ``CHECKPOINT_SECONDS`` of training back). A recipe with
     ``budget_minutes`` first times a throwaway copy of its model (``probe_speed``), trains as many epochs
@@ -506,14 +545,9 @@ def _untuned_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, s
 
 def _callbacks(out: Path, train_images: int, resume: bool, time_limit_minutes: float | None) -> list:
     """Speed and resume state, the best checkpoint on validation accuracy, and history.csv."""
-    earlier = read_history(out / "history.csv") if resume else []
-    best_so_far = max((row["val_accuracy"] for row in earlier if "val_accuracy" in row), default=None)
     return [
         EpochRecorder(out, train_images, time_limit_minutes * 60 if time_limit_minutes else None),
-        keras.callbacks.ModelCheckpoint(
-            out / "best.weights.h5", monitor="val_accuracy", mode="max", save_best_only=True, save_weights_only=True,
-            initial_value_threshold=best_so_far,
-        ),
+        BestCheckpoint(out, best_so_far(out) if resume else None),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
     ]
 
@@ -545,7 +579,7 @@ def _save_result(
     bundle = Bundle(model=model.layers[-1], characters=characters, image_size=recipe["image_size"])
     metrics = {
         "validation_accuracy": accuracy_of(bundle, val_set),
-        "best_epoch": int(np.argmax([row["val_accuracy"] for row in history])) + 1,
+        "best_epoch": best_so_far(out)["epoch"],
         "epochs_done": len(history),
     }
     if test_dir:
