@@ -79,17 +79,29 @@ def test_the_shipped_model_is_strong_robust_then_fixres_light_robust():
     assert (started["seed"], started["data_fingerprint"]) == (shipped["seed"], shipped["data_fingerprint"])
 
 
-def test_laptop_with_48_epochs_is_the_recipe_session_7_ran():
+def test_laptop_with_48_epochs_and_strong_is_the_recipe_session_7_ran():
     """MODEL_CARD.md: session 7's default (the best model trained without a GPU) started from `--preset laptop
-    --arch resnet_small_hr --image-size 96 --epochs 48` (then `laptop_long`); `--preset laptop --epochs 48`
-    must still be that recipe."""
+    --arch resnet_small_hr --image-size 96 --epochs 48` (then `laptop_long`); `--preset laptop --epochs 48
+    --augmentation strong` must still be that recipe."""
     ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
            "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
            "label_smoothing": 0.1, "augmentation": "strong", "class_weighting": True, "fine_tune": False,
            "budget_minutes": None}
-    recipe = asdict(resolve_recipe("laptop", None, epochs=48))
+    recipe = asdict(resolve_recipe("laptop", None, epochs=48, augmentation="strong"))
     del recipe["description"]
     assert recipe == ran
+
+
+@pytest.mark.parametrize(("trained_with", "given", "fine_tuned_with"), [
+    ("robust", None, "light_robust"),
+    ("strong", None, "light"),
+    (None, None, "light"),
+    ("robust", "light", "light"),
+])
+def test_fine_tuning_keeps_a_robust_models_colour_layers(trained_with, given, fine_tuned_with):
+    assert resolve_recipe("fixres", None, init_augmentation=trained_with, augmentation=given).augmentation == (
+        fine_tuned_with)
+    assert resolve_recipe("laptop", None, init_augmentation=trained_with).augmentation == "robust"
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -564,7 +576,7 @@ def test_background_needs_pictures(training_folder, tmp_path):
 
 @pytest.fixture(scope="module")
 def resnet_bundle(training_folder, tmp_path_factory) -> Path:
-    """A one-epoch resnet_small at 32 px: a bundle to fine-tune."""
+    """A one-epoch resnet_small at 32 px (the laptop preset: robust augmentation): a bundle to fine-tune."""
     run = tmp_path_factory.mktemp("runs") / "resnet"
     return train(str(training_folder), str(run), resolve_recipe("laptop", "resnet_small", epochs=1, **FAST),
                  characters=CHARACTERS)
@@ -585,6 +597,7 @@ def test_fine_tuning_starts_from_the_bundle_at_another_size_and_resumes(resnet_b
     assert "warning" not in capsys.readouterr().out  # same pictures, seed and split as the bundle's run
     recorded = json.loads((run / "run.json").read_text())
     assert recorded["recipe"]["name"] == "fixres" and recorded["recipe"]["arch"] == "resnet_small"
+    assert recorded["recipe"]["augmentation"] == "light_robust"  # the bundle was trained with robust
     started = load_bundle(resnet_bundle)
     assert recorded["initialised_from"]["path"] == str(resnet_bundle.resolve())
     assert recorded["initialised_from"]["recipe"] == started.metadata["recipe"]

@@ -274,8 +274,10 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
-    arch = args.arch or (args.init and read_description(args.init).get("metadata", {}).get("arch"))
-    recipe = resolve_recipe(args.preset, arch or None, epochs=args.epochs, batch_size=args.batch_size,
+    trained = read_description(args.init).get("metadata", {}) if args.init else {}
+    recipe = resolve_recipe(args.preset, args.arch or trained.get("arch"),
+                            init_augmentation=trained.get("recipe", {}).get("augmentation"),
+                            epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, learning_rate=args.learning_rate,
                             augmentation=args.augmentation, budget_minutes=args.budget)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,

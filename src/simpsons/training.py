@@ -61,16 +61,18 @@ PRESETS: dict[str, Recipe] = {
         ),
         Recipe(
             "laptop", "resnet_small_hr", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
-            label_smoothing=0.1, augmentation="strong", class_weighting=True, budget_minutes=30,
-            description="the strong recipe on the pooling-stem ResNet at 96 px, as many epochs (up to 60) as "
-                        "fit in 30 minutes of training on this machine (48 on a 2-core Intel Xeon with TensorFlow)",
+            label_smoothing=0.1, augmentation="robust", class_weighting=True, budget_minutes=30,
+            description="the strong recipe with the robust augmentation on the pooling-stem ResNet at 96 px, as "
+                        "many epochs (up to 60) as fit in 30 minutes of training on this machine (about 45 on a 2-core "
+                        "Intel Xeon with TensorFlow)",
         ),
         Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
-                        "augmentation, so it sees the sharper pictures it will be given (the second stage of "
-                        "the shipped default: about 10 minutes on a 2-core CPU)",
+                        "augmentation (light_robust for a model trained with robust), so it sees the sharper "
+                        "pictures it will be given (the second stage of the shipped default: about 3 minutes "
+                        "on a 2-core CPU)",
         ),
     )
 }
@@ -80,8 +82,14 @@ DEFAULT_PRESET_FOR_ARCH = {
 }
 
 
-def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Recipe:
-    """The preset (or the arch's default preset) with the given non-None overrides."""
+def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str | None = None,
+                   **overrides: Any) -> Recipe:
+    """The preset (or the arch's default preset) with the given non-None overrides.
+
+    ``init_augmentation`` is the policy the ``--init`` model was trained with: a preset that fine-tunes
+    keeps the colour and erasing layers of a ``robust`` model (``light_robust``) unless told otherwise,
+    so that the fine-tuning does not unlearn what they taught.
+    """
     if preset is None:
         get_architecture(arch or "seed")  # raises the unknown-architecture error
         preset = DEFAULT_PRESET_FOR_ARCH[arch or "seed"]
@@ -99,6 +107,8 @@ def resolve_recipe(preset: str | None, arch: str | None, **overrides: Any) -> Re
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
+    if recipe.fine_tune and "augmentation" not in changes and (init_augmentation or "").endswith("robust"):
+        changes["augmentation"] = "light_robust"
     check_augmentation(changes.get("augmentation", recipe.augmentation))
     return replace(recipe, **changes)
 
@@ -344,8 +354,8 @@ def train(
     so that its validation pictures stay unseen. ``seed`` defaults to 0 and ``validation_fraction``
     to 0.15 otherwise.
 
-    The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
-    checkpoints ``last.keras`` and ``best.weights.h5`` (its epoch in ``best.json``), and the bundle ``model.simpsons``.
+    The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the checkpoints
+    ``last.keras`` and ``best.weights.h5`` (its epoch in ``best.json``), and the bundle ``model.simpsons``.
     ``time_limit_minutes`` stops after the last finished epoch, Ctrl-C at once; ``resume_training``
     continues from the last checkpoint (at most ``CHECKPOINT_SECONDS`` of training back). A recipe with
     ``budget_minutes`` first times a throwaway copy of its model (``probe_speed``), trains as many epochs
