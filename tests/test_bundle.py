@@ -139,6 +139,43 @@ def test_bad_bundles_are_clear_errors(saved, tmp_path, damage, message):
     assert "\n" not in str(raised.value)
 
 
+def _with_description(path: Path, source: Path, **changes) -> None:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        new.writestr("bundle.json", json.dumps({**json.loads(old.read("bundle.json")), **changes}))
+        new.writestr("model.keras", old.read("model.keras"))
+
+
+@pytest.mark.parametrize("correction", [
+    {"strength": -0.5, "training_counts": list(range(1, 21))},
+    {"strength": 0.5, "training_counts": list(range(1, 20))},
+    {"strength": 0.5, "training_counts": [0] + list(range(1, 20))},
+    {"strength": "strong", "training_counts": list(range(1, 21))},
+    {"training_counts": list(range(1, 21))},
+    [0.5],
+])
+def test_a_bad_prior_correction_is_a_clear_error(saved, tmp_path, correction):
+    path = tmp_path / "model.simpsons"
+    _with_description(path, saved[0], prior_correction=correction)
+    with pytest.raises(SimpsonsError, match="not a simpsons model bundle.*prior correction") as raised:
+        load_bundle(path)
+    assert "\n" not in str(raised.value)
+
+
+def test_prior_correction_round_trip_and_answers(saved, sample_pixels, tmp_path):
+    """The correction travels in the bundle and shifts every logit, raw or not, by its offsets."""
+    path = tmp_path / "corrected.simpsons"
+    counts = [10 * (index + 1) for index in range(20)]
+    _with_description(path, saved[0], prior_correction={"strength": 0.8, "training_counts": counts})
+    corrected = load_bundle(path)
+    assert corrected.prior_correction == {"strength": 0.8, "training_counts": counts}
+    plain = Predictor(load_bundle(saved[0])).logits(sample_pixels)
+    offsets = -0.8 * np.log(np.asarray(counts) / sum(counts))
+    for raw in (False, True):
+        np.testing.assert_allclose(Predictor(corrected, raw=raw).logits(sample_pixels), plain + offsets, atol=1e-4)
+    assert Predictor(corrected).logits(sample_pixels[:0]).shape == (0, 20)
+    assert load_bundle(saved[0]).prior_correction is None
+
+
 @pytest.mark.parametrize("content", [[1, 2, 3], "a string", 42])
 def test_bundle_json_that_is_not_an_object_is_a_clear_error(tmp_path, content):
     """A zip from another tool can hold a bundle.json of its own shape."""

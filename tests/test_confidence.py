@@ -13,9 +13,12 @@ from helpers import TEST_CHARACTERS, make_bundle, open_sample
 from simpsons.bundle import load_bundle, read_description, save_bundle
 from simpsons.cli import main
 from simpsons.confidence import (
+    PRIOR_STRENGTHS,
     Objective,
+    balanced_accuracy,
     confidence_figures,
     expected_calibration_error,
+    fit_prior_correction,
     fit_temperature,
     negative_log_likelihood,
     recommend_thresholds,
@@ -35,7 +38,7 @@ from simpsons.open_set import (
     open_set_figures,
     study_stranger_detector,
 )
-from simpsons.prediction import UNKNOWN, Predictor, apply_temperature, default_model_path
+from simpsons.prediction import UNKNOWN, Predictor, PriorCorrection, apply_temperature, default_model_path
 
 THREE = ["bart_simpson", "homer_simpson", "lisa_simpson"]
 PLOTS = ["scatter_all.png", "threshold_overall.png", "threshold_per_character.png", "reliability.png"]
@@ -421,6 +424,39 @@ def test_cli_study_of_the_shipped_model_on_the_samples(capsys, samples_dir, tmp_
     assert payload["figures"]["article"]["wrong"]["gap"] == 0.092
 
 
+def test_prior_correction_offsets():
+    np.testing.assert_allclose(PriorCorrection(1.0, [3, 1]).offsets(), -np.log([0.75, 0.25]), rtol=1e-6)
+    np.testing.assert_allclose(PriorCorrection(0.5, [3, 1]).offsets(), -0.5 * np.log([0.75, 0.25]), rtol=1e-6)
+    assert not PriorCorrection(0.0, [900, 100, 5]).offsets().any()
+
+
+def test_prior_correction_undoes_a_frequent_characters_head_start():
+    """A network that adds the log of the training prior to fair scores: the correction takes it back."""
+    rng = np.random.default_rng(0)
+    counts = [900, 100]
+    true = np.repeat([0, 1], 200)  # validation pictures spread evenly, like the test set
+    fair = rng.normal(0, 1, (400, 2))
+    fair[np.arange(400), true] += 1.5
+    logits = fair + np.log(np.asarray(counts) / 1000)
+    correction, curve = fit_prior_correction(logits, true, counts)
+    scores = curve["validation_balanced_accuracy"]
+    assert curve["strengths"] == PRIOR_STRENGTHS.tolist() and correction.training_counts == counts
+    assert correction.strength >= 0.5 and scores[curve["strengths"].index(correction.strength)] == max(scores)
+    assert max(scores) > scores[0] + 0.1  # without the correction, most pictures of the rare one are lost
+    assert balanced_accuracy(logits + correction.offsets(), true) == max(scores)
+    assert balanced_accuracy(fair, true) - max(scores) < 0.02
+
+
+def test_prior_correction_leaves_a_sure_network_alone():
+    true = np.array([0, 1, 2, 2, 1, 0])
+    logits = np.eye(3)[true] * 20.0  # every picture right by a wide margin, at every strength
+    correction, curve = fit_prior_correction(logits, true, [500, 50, 0])  # no training picture counts as one
+    assert correction.strength == 0.0 and set(curve["validation_balanced_accuracy"]) == {1.0}
+    assert correction.training_counts == [500, 50, 1]
+    with pytest.raises(SimpsonsError, match="no images"):
+        fit_prior_correction(logits[:0], true[:0], [500, 50, 1])
+
+
 def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     model = tmp_path / "three.simpsons"
     make_bundle(model, THREE)
@@ -439,8 +475,13 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     assert set(payload["recommended"]["on_data"]) == {"precision", "recall", "f1", "accepted"}
     assert written.temperature == pytest.approx(calibration["temperature"])
     assert (written.character_thresholds or {}) == payload["recommended"]["character_thresholds"]
-    assert "wrote threshold" in out and "flip test-time augmentation off" in out and not written.test_time_flip
+    assert "wrote prior correction strength" in out and "flip test-time augmentation off" in out
+    assert not written.test_time_flip
     assert not payload["test_time_flip"] and 0.0 <= calibration["validation_accuracy"] <= 1.0
+    prior = payload["prior_correction"]
+    assert written.prior_correction["strength"] == prior["strength"] == max(
+        prior["strengths"], key=lambda s: (prior["validation_balanced_accuracy"][prior["strengths"].index(s)], -s))
+    assert sum(written.prior_correction["training_counts"]) + calibration["validation_images"] == 36
 
 
 def test_cli_flip_is_studied_and_written(capsys, tmp_path, training_folder):
@@ -504,14 +545,17 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     payload = json.loads((tmp_path / "c.json").read_text())
     assert {"images", "accuracy", "figures", "curves", "recommended", "calibration", "plots"} <= set(payload)
     assert payload["images"] == 801
+    # the shipped bundle carries the prior correction this study chooses (0.4: MODEL_CARD.md)
+    assert payload["prior_correction"]["strength"] == read_description(default_model_path())["prior_correction"][
+        "strength"] == 0.4
     calibration = payload["calibration"]
     assert {"temperature", "ece_before", "ece_after", "validation_images"} <= set(calibration)
     assert calibration["ece_after"] <= calibration["ece_before"]
     assert payload["recommended"]["threshold"] is not None
     assert all((tmp_path / name).exists() for name in PLOTS)
     # MODEL_CARD.md: 789 pictures of the 22 characters it was not trained on; AUROC 0.879 by the best
-    # probability, 0.864 by the 10th nearest training picture, 0.889 by the two combined, 0.885 by the
-    # stranger detector (cross-fitted); with the thresholds it turns away 41% of them (25% without it)
+    # probability, 0.864 by the 10th nearest training picture, 0.890 by the two combined, 0.888 by the
+    # stranger detector (cross-fitted); with the thresholds it turns away 40% of them (26% without it)
     open_set = payload["open_set"]
     assert open_set["unknown_images"] == 789 and len(open_set["per_unknown_character"]) == 22
     assert open_set["scores"]["best probability"]["auroc"] >= 0.865

@@ -371,6 +371,25 @@ def test_second_load_comes_from_the_cache(sample_paths, tmp_path, monkeypatch):
         datasets.load_images(root, SIZE, use_cache=False)
 
 
+def test_a_cache_written_from_another_folder_names_files_as_given_now(sample_paths, tmp_path, monkeypatch):
+    """A relative path cached from one working directory must still open from another (the evaluation's
+    picture grid opens them)."""
+    monkeypatch.setenv("SIMPSONS_CACHE_DIR", str(tmp_path / "cache"))
+    root = copy_samples_as_folders(sample_paths, tmp_path / "work" / "dataset", ["bart_simpson"])
+    (root / "bart_simpson" / "broken.jpg").write_bytes(b"not a jpeg")
+    monkeypatch.chdir(tmp_path / "work")
+    first = datasets.load_images("dataset", SIZE)
+    assert first.paths[0].startswith("dataset")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    monkeypatch.setattr(datasets, "_decode_all", lambda *args: pytest.fail("decoded again: the cache was not used"))
+    for name in ("../work/dataset", str(root)):
+        again = datasets.load_images(name, SIZE)
+        assert again.paths == [str(Path(name) / Path(path).relative_to("dataset")) for path in first.paths]
+        assert all(Path(path).is_file() for path in again.paths)
+        assert [b.path for b in again.bad_files] == [str(Path(name) / "bart_simpson" / "broken.jpg")]
+
+
 def test_changed_file_is_decoded_again(sample_paths, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMPSONS_CACHE_DIR", str(tmp_path / "cache"))
     root = copy_samples_as_folders(sample_paths, tmp_path / "dataset", ["bart_simpson"])

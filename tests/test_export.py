@@ -45,6 +45,7 @@ def test_onnx_file_carries_the_bundle_description(shipped_onnx: Path):
     assert bundle.characters == original.characters == sorted(TEST_CHARACTERS)
     assert bundle.image_size == original.image_size
     assert bundle.metadata == original.metadata
+    assert bundle.prior_correction == original.prior_correction
 
 
 def test_export_and_predict_through_the_cli(capsys, tmp_path: Path, tiny_bundle: Path, sample_paths):

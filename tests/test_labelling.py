@@ -21,6 +21,7 @@ from PIL import Image
 from test_cli import one_line_error, run_cli
 
 from simpsons import labelling
+from simpsons.bundle import load_bundle
 from simpsons.errors import SimpsonsError
 from simpsons.prediction import default_model_path
 
@@ -370,7 +371,7 @@ def test_auto_respects_threshold_and_batches_crops(capsys, monkeypatch, clip, tm
     assert len(kept) == 6 and all(r["label"] in TEST_CHARACTERS for r in kept)
     for row in kept:
         assert Path(row["file"]).parts == ("_review", row["label"], Path(row["file"]).name)
-        assert float(row["probability"]) >= 0
+        assert float(row["probability"]) >= 0 and row["familiarity"] == ""  # the bundle has no stranger detector
     assert sorted(dataset / r["file"] for r in kept) == sorted((dataset / "_review").glob("*/*.jpg"))
 
     dataset = tmp_path / "dropped"
@@ -617,5 +618,7 @@ def test_real_clip_by_hand_and_with_the_shipped_model(capsys, monkeypatch, share
     kept = sum(int(line.split(": ")[1]) for line in out.split("crops kept for review: ")[1].splitlines()[1:]
                if line.startswith("  "))
     assert kept == len([r for r in rows if r["action"] == "auto_kept"])
-    for row in rows:
-        assert (float(row["probability"]) >= 0.6) == (row["action"] == "auto_kept")
+    familiar = load_bundle(default_model_path()).stranger_detector["threshold"]
+    for row in rows:  # kept: probability at least 0.6 and familiar to the shipped stranger detector
+        sure = float(row["probability"]) >= 0.6 and float(row["familiarity"]) >= familiar
+        assert sure == (row["action"] == "auto_kept")

@@ -20,7 +20,8 @@ from simpsons import training
 from simpsons.bundle import load_bundle, read_description
 from simpsons.errors import SimpsonsError
 from simpsons.models import ARCHITECTURES
-from simpsons.prediction import default_model_path
+from simpsons.confidence import fit_prior_correction
+from simpsons.prediction import Predictor, default_model_path
 from simpsons.training import (
     BUNDLE_NAME,
     PRESETS,
@@ -251,10 +252,27 @@ def test_run_bundle(finished_run, training_folder):
     assert metrics["best_epoch"] == accuracies.index(max(accuracies)) + 1
     assert json.loads((finished_run / "best.json").read_text()) == pytest.approx(
         {"epoch": metrics["best_epoch"], "val_accuracy": max(accuracies)})
-    assert metrics["validation_accuracy"] == pytest.approx(max(row["val_accuracy"] for row in history), abs=1e-6)
+    prior = metrics["prior_correction"]
+    assert prior["validation_accuracy_without"] == pytest.approx(max(accuracies), abs=1e-6)
     assert metadata["train_images"] + metadata["validation_images"] == 36
     loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
     assert metadata["data_fingerprint"] == datasets.fingerprint(loaded)
+
+
+def test_run_bundle_is_corrected_for_the_training_prior(finished_run, training_folder):
+    """The bundle answers with the prior correction chosen on its validation split from its training counts."""
+    bundle = load_bundle(finished_run / BUNDLE_NAME)
+    metrics = bundle.metadata["metrics"]
+    loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
+    train_idx, val_idx = datasets.shot_aware_split(loaded, validation_fraction=0.15, seed=0)
+    counts = np.bincount(loaded.labels[train_idx], minlength=3).tolist()
+    assert bundle.prior_correction == {"strength": metrics["prior_correction"]["strength"], "training_counts": counts}
+    validation = loaded.subset(val_idx)
+    uncorrected = Predictor(replace(bundle, prior_correction=None)).logits(validation.images)
+    assert fit_prior_correction(uncorrected, validation.labels, counts)[0].strength == bundle.prior_correction["strength"]
+    answers = Predictor(bundle).probabilities(validation.images).argmax(axis=1)
+    assert metrics["validation_accuracy"] == pytest.approx(np.mean(answers == validation.labels))
+    assert metrics["validation_balanced_accuracy"] >= metrics["prior_correction"]["validation_balanced_accuracy_without"]
 
 
 def test_second_train_into_the_same_folder_is_refused(finished_run, training_folder):
@@ -372,7 +390,8 @@ def test_resume_keeps_the_best_checkpoint_of_the_whole_run(resumed_run):
         f"best.weights.h5 {'was' if rewritten else 'was not'} replaced after resuming"
     )
     metrics = load_bundle(run / BUNDLE_NAME).metadata["metrics"]
-    assert metrics["validation_accuracy"] == pytest.approx(max(row["val_accuracy"] for row in history), abs=1e-6)
+    assert metrics["prior_correction"]["validation_accuracy_without"] == pytest.approx(
+        max(row["val_accuracy"] for row in history), abs=1e-6)
 
 
 def test_resume_from_another_working_directory(training_folder, tmp_path, monkeypatch):

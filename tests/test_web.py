@@ -59,9 +59,10 @@ def origin(dataset: Path, crop: str) -> dict[str, str]:
 
 
 def last_row(dataset: Path) -> dict[str, str]:
-    """The newest row of ``labels.csv``, less its time."""
+    """The newest row of ``labels.csv``, less its time and its familiarity (empty: only ``--auto`` rows have one)."""
     row = read_log(dataset)[-1]
     del row["time"]
+    assert row.pop("familiarity") == ""
     return row
 
 
@@ -109,6 +110,7 @@ def test_health_characters_about_and_schema(client):
     about = client.get("/api/about").json()
     assert about["metrics"]["test_accuracy"] > 0.8 and about["review"] is True
     assert about["test_time_flip"] is False and 0.0 < about["familiarity_threshold"] < 1.0  # the shipped bundle
+    assert about["prior_correction_strength"] == 0.4
     assert about["limits"] == {"picture_bytes": PICTURE_LIMIT, "clip_bytes": CLIP_LIMIT}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/predict", "/api/videos", "/api/videos/{job_id}", "/api/characters", "/healthz"} <= set(paths)

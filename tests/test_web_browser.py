@@ -102,13 +102,14 @@ def test_a_shared_test_picture_its_answer_and_heat_map(page, shared_data, tmp_pa
     expect(heatmap).to_be_hidden()
 
 
-def test_the_about_panel_names_the_stranger_detector(page):
+def test_the_about_panel_names_the_stranger_detector_and_prior_correction(page):
     from playwright.sync_api import expect
 
     page.click('nav button[data-panel="about"]')
     facts = page.locator("#about-model")
     expect(facts).to_contain_text("unknown below familiarity 0.0")
     expect(facts).to_contain_text("mirror image")
+    expect(facts).to_contain_text("strength 0.4: every character counted as equally likely")
     expect(page.locator("#about-characters li")).to_have_count(20)
 
 

@@ -2,8 +2,8 @@
 
 A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
 ``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
-optional per-character thresholds, softmax temperature, stranger detector and flip test-time
-augmentation, training metadata). It loads under any Keras backend.
+optional per-character thresholds, softmax temperature, stranger detector, flip test-time
+augmentation and prior correction, training metadata). It loads under any Keras backend.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Bundle:
     temperature: float | None = None
     stranger_detector: dict[str, Any] | None = None  # ``StrangerDetector.description()`` (prediction.py)
     test_time_flip: bool = False  # answer from the mean of each picture and its mirror image
+    prior_correction: dict[str, Any] | None = None  # ``PriorCorrection.description()`` (prediction.py)
 
     @classmethod
     def from_description(cls, model: Any, description: dict[str, Any]) -> Bundle:
@@ -58,6 +59,7 @@ class Bundle:
             temperature=float(temperature) if temperature is not None else None,
             stranger_detector=description.get("stranger_detector"),
             test_time_flip=bool(description.get("test_time_flip", False)),
+            prior_correction=description.get("prior_correction"),
         )
 
     def description(self) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class Bundle:
             "temperature": self.temperature,
             "stranger_detector": self.stranger_detector,
             "test_time_flip": self.test_time_flip,
+            "prior_correction": self.prior_correction,
             "metadata": self.metadata,
         }
 
@@ -141,7 +144,22 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
     if detector is not None and not (isinstance(detector, dict) and {"weights", "bias", "threshold"} <= set(detector)):
         raise SimpsonsError(f"not a simpsons model bundle: {path} "
                             "(its stranger detector lacks weights, bias or threshold)")
+    _check_prior_correction(description, path)
     return description
+
+
+def _check_prior_correction(description: dict[str, Any], path: str | Path) -> None:
+    """Refuse a prior correction without a strength of at least 0 and one positive count per class."""
+    correction = description.get("prior_correction")
+    if correction is None:
+        return
+    counts = correction.get("training_counts") if isinstance(correction, dict) else None
+    strength = correction.get("strength") if isinstance(correction, dict) else None
+    if not (isinstance(strength, (int, float)) and strength >= 0 and isinstance(counts, list)
+            and len(counts) == len(description.get("characters", [])) and all(
+                isinstance(count, (int, float)) and count > 0 for count in counts)):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (its prior correction needs a strength of at "
+                            "least 0 and a positive training count for each character)")
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -122,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     confidence.add_argument("--target-precision", type=float, metavar="P",
                             help="recommend the lowest threshold reaching this precision instead of the best F1")
     confidence.add_argument("--calibrate", metavar="TRAIN_DATA",
-                            help="the model's training data: fit the temperature and choose the thresholds on its "
-                                 "shot-aware validation split (the data studied then only measures them)")
+                            help="the model's training data: choose the prior correction, fit the temperature and "
+                                 "choose the thresholds on its shot-aware validation split (the data studied then "
+                                 "only measures them)")
     confidence.add_argument("--unknown", metavar="DATA",
                             help="labelled images whose characters the model does not know (others are ignored): "
                                  "AUROC of known against unknown per score and per unknown character, and the "
@@ -133,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="study the model answering from the mean of each picture and its mirror image "
                                  "(flip test-time augmentation: twice the work per picture); default: as the bundle")
     confidence.add_argument("--write", action="store_true",
-                            help="store the thresholds, the temperature, the stranger detector (with --unknown) and "
-                                 "the --flip choice in the --model bundle (needs --calibrate)")
+                            help="store the prior correction, the thresholds, the temperature, the stranger detector "
+                                 "(with --unknown) and the --flip choice in the --model bundle (needs --calibrate)")
     label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
                                             "(or with --auto, by the model into DATASET/_review/); "
@@ -401,8 +402,8 @@ def run_confidence(args: argparse.Namespace) -> int:
     if args.write and not args.model:
         raise SimpsonsError("--write needs --model BUNDLE (the shipped default model is never rewritten)")
     if args.write and not args.calibrate:
-        raise SimpsonsError("--write needs --calibrate TRAIN_DATA: thresholds and temperature are chosen on its "
-                            "validation split, never on the data studied")
+        raise SimpsonsError("--write needs --calibrate TRAIN_DATA: prior correction, thresholds and temperature "
+                            "are chosen on its validation split, never on the data studied")
     if not Path(args.data).exists():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
     bundle = load_bundle(args.model or default_model_path())
@@ -415,8 +416,9 @@ def run_confidence(args: argparse.Namespace) -> int:
         study.payload["written_to"] = str(args.model)
         detector = ("" if study.detector is None
                     else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})")
-        print(f"wrote threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character "
-              f"threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
+        print(f"wrote prior correction strength {study.prior_correction.strength:g}, threshold "
+              f"{bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character threshold(s), "
+              f"temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
               f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")
     if args.json:
         write_json({"model": str(args.model or default_model_path()), **study.payload}, args.json)

@@ -3,23 +3,25 @@
 From the probability vectors of a labelled set: the best probability, the gap between the two
 best and the spread (standard deviation) per image, for correct against wrong predictions;
 precision, recall and F1 against a minimum probability below which the answer is ``unknown``;
-and temperature scaling fitted on the shot-aware validation split of the training data.
+and, fitted on the shot-aware validation split of the training data, the prior correction and
+temperature scaling.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import minimize_scalar
+from sklearn.metrics import recall_score
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures, evaluate, plt, pretty, save_figure
 from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study
-from simpsons.prediction import Predictor, softmax
+from simpsons.prediction import Predictor, PriorCorrection, softmax
 
 FIGURES = ("best", "gap", "std")
 FIGURE_LABELS = {"best": "best probability", "gap": "gap between the two best", "std": "std of the probabilities"}
@@ -27,6 +29,7 @@ ARTICLE = {"correct": {"best": 0.83, "gap": 0.773, "std": 0.21}, "wrong": {"best
 THRESHOLDS = np.round(np.arange(101) / 100, 2)
 ECE_BINS = 15
 TEMPERATURE_BOUNDS = (0.05, 20.0)
+PRIOR_STRENGTHS = np.round(np.arange(16) / 10, 1)  # 0 (no correction) to 1.5
 
 
 # --------------------------------------------------------------------------- the three figures
@@ -213,6 +216,40 @@ def _draw_curve(axes: plt.Axes, curve: dict, thresholds: list[float], chosen: fl
         axes.legend(fontsize=8, loc="lower left")
 
 
+# --------------------------------------------------------------------------- prior correction
+
+
+def balanced_accuracy(logits: np.ndarray, true: np.ndarray) -> float:
+    """The mean over characters of the share of their pictures answered right: the accuracy to expect
+    if every character were equally likely."""
+    return float(recall_score(true, logits.argmax(axis=1), labels=np.unique(true), average="macro", zero_division=0))
+
+
+def fit_prior_correction(logits: np.ndarray, true: np.ndarray,
+                         training_counts: list[int]) -> tuple[PriorCorrection, dict]:
+    """The prior correction (strength in ``PRIOR_STRENGTHS``) that gives the uncorrected ``logits`` of the
+    validation pictures the best balanced accuracy, the weakest of equals; and the curve it was chosen on.
+
+    The training pictures are not spread evenly over the characters (Homer has 12 times Mayor Quimby's),
+    and a test set or a user may be: the balanced accuracy is what the strength should win there."""
+    if len(true) == 0:
+        raise SimpsonsError("no images to fit the prior correction on")
+    counts = [max(int(count), 1) for count in training_counts]  # a character with no training picture: 1
+    corrections = [PriorCorrection(float(strength), counts) for strength in PRIOR_STRENGTHS]
+    scores = [balanced_accuracy(logits + correction.offsets(), true) for correction in corrections]
+    best = int(np.argmax(scores))
+    curve = {"strengths": PRIOR_STRENGTHS.tolist(), "validation_balanced_accuracy": scores}
+    return corrections[best], curve
+
+
+def describe_prior_correction(curve: dict, strength: float) -> str:
+    """The chosen strength and what it does to the validation split, in one line."""
+    scores = curve["validation_balanced_accuracy"]
+    chosen = scores[curve["strengths"].index(strength)]
+    return (f"prior correction: strength {strength:g} (validation balanced accuracy {scores[0]:.4f} without, "
+            f"{chosen:.4f} with)")
+
+
 # --------------------------------------------------------------------------- calibration
 
 
@@ -295,6 +332,7 @@ class Study:
     temperature: float | None
     recommended: dict
     detector: DetectorStudy | None = None
+    prior_correction: PriorCorrection | None = None
 
 
 def run_study(
@@ -310,18 +348,24 @@ def run_study(
 ) -> Study:
     """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload.
 
-    With ``calibrate`` (the training folder), the temperature and the recommended thresholds are
-    chosen on the bundle's shot-aware validation split; ``data_dir`` only measures them. With
-    ``unknown`` too, its training split is the reference of the nearest-training-picture score.
+    With ``calibrate`` (the training folder), the prior correction, the temperature and the recommended
+    thresholds are chosen on the bundle's shot-aware validation split, in that order; ``data_dir`` only
+    measures them. With ``unknown`` too, its training split is the reference of the nearest-training-picture
+    score.
     """
     if character is not None and character not in bundle.characters:
         raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
                             f"{', '.join(bundle.characters)}")
     if target_precision is not None and not 0 < target_precision <= 1:
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
+    training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
+    correction = prior_study = None
+    if training is not None:
+        correction, prior_study = _prior_correction(bundle, training, validation_images)
+        bundle = replace(bundle, prior_correction=correction.description())
+        log(describe_prior_correction(prior_study, correction.strength))
     predictor = Predictor(bundle, raw=True)
     result = _evaluate_known(predictor, data_dir, log)
-    training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
     validation = evaluate(predictor, validation_images) if validation_images is not None else None
     calibration = _calibration(bundle, result, validation, calibrate)
     temperature = calibration["temperature"]
@@ -368,12 +412,22 @@ def run_study(
         "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
                     "calibrated": temperature is not None,
                     "summary_uncalibrated": summarise_figures(confidence_figures(result.probabilities), correct)},
+        "prior_correction": prior_study and {"strength": correction.strength, **prior_study},
         "curves": curves, "recommended": recommended, "calibration": calibration,
         "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
         "open_set": open_set,
         "plots": written,
     }
-    return Study(payload=payload, temperature=temperature, recommended=recommended, detector=detector)
+    return Study(payload=payload, temperature=temperature, recommended=recommended, detector=detector,
+                 prior_correction=correction)
+
+
+def _prior_correction(bundle: Bundle, training: datasets.LabelledImages,
+                      validation: datasets.LabelledImages) -> tuple[PriorCorrection, dict]:
+    """The prior correction chosen on the validation pictures from the network's logits without any."""
+    uncorrected = Predictor(replace(bundle, prior_correction=None), raw=True)
+    counts = np.bincount(training.labels, minlength=len(bundle.characters))
+    return fit_prior_correction(uncorrected.logits(validation.images), validation.labels, counts.tolist())
 
 
 def _recommendation(curves: dict, validation: Evaluation | None, temperature: float | None,
@@ -465,8 +519,9 @@ def describe_calibration(calibration: dict) -> str:
 
 
 def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
-    """Store the recommended thresholds, the temperature and the stranger detector (when the study
-    fitted one; else the bundle keeps its own) in the bundle file, atomically."""
+    """Store the prior correction (when the study chose one), the recommended thresholds, the temperature
+    and the stranger detector (when the study fitted one; else the bundle keeps its own) in the bundle
+    file, atomically."""
     from simpsons.bundle import save_bundle
 
     if study.recommended["threshold"] is None:
@@ -474,6 +529,8 @@ def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     bundle.threshold = study.recommended["threshold"]
     bundle.character_thresholds = dict(study.recommended["character_thresholds"]) or None
     bundle.temperature = study.temperature
+    if study.prior_correction is not None:
+        bundle.prior_correction = study.prior_correction.description()
     if study.detector is not None:
         bundle.stranger_detector = study.detector.description()
     save_bundle(bundle, path)

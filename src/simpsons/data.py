@@ -32,7 +32,7 @@ FLAT_NAME = re.compile(r"^(?P<character>.+?)_(?P<number>\d+)$")
 HASH_BITS = 256
 NEAR_DUPLICATE_DISTANCE = 64
 DEFAULT_MIN_IMAGES = 120
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: paths stored absolute, given back as the caller named them
 PACK_SUFFIX = ".pack.npz"
 NO_CHARACTER = "no_character"  # the class of frames showing none of the characters (train --background)
 
@@ -298,13 +298,22 @@ def _load_files(files: list[tuple[str, str]], bad_entries: list[BadFile], size: 
         cached = {
             "images": np.stack([decoded[i][0] for i in good]) if good else np.zeros((0, size, size, 3), np.uint8),
             "hashes": np.stack([decoded[i][1] for i in good]) if good else np.zeros((0, HASH_BITS // 8), np.uint8),
-            "paths": np.array([files[i][0] for i in good], dtype=str),
+            "paths": np.array([os.path.abspath(files[i][0]) for i in good], dtype=str),
             "names": np.array([files[i][1] for i in good], dtype=str),
-            "bad": np.array(json.dumps([b.__dict__ for b in bad_images])),
+            "bad": np.array(json.dumps([{**b.__dict__, "path": os.path.abspath(b.path)} for b in bad_images])),
         }
         if use_cache:
             _write_npz_atomically(cache_file, **cached)
-    return _labelled(cached, bad_entries)
+    return _labelled(_as_named(cached, files), bad_entries)
+
+
+def _as_named(cached: dict[str, np.ndarray], files: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    """The cache's arrays with each path as ``files`` names it now (the cache holds absolute paths, so that
+    a cache written from another working directory still names files that open from this one)."""
+    named = {os.path.abspath(path): path for path, _ in files}
+    bad = [{**item, "path": named.get(item["path"], item["path"])} for item in json.loads(str(cached["bad"]))]
+    return {**cached, "paths": np.array([named.get(str(path), str(path)) for path in cached["paths"]], dtype=str),
+            "bad": np.array(json.dumps(bad))}
 
 
 def _labelled(arrays: dict[str, np.ndarray], bad_entries: list[BadFile]) -> LabelledImages:

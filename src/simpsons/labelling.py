@@ -46,7 +46,7 @@ WHERE_ANSWERS = {"n": "no", "no": "no", "l": "left", "left": "left", "r": "right
 PICTURE_NAME = re.compile(r"^pic_(\d+)\.jpg$")
 VALID_NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 LOG_NAME = "labels.csv"
-LOG_FIELDS = ["time", "video", "frame", "crop", "label", "probability", "file", "action", "source"]
+LOG_FIELDS = ["time", "video", "frame", "crop", "label", "probability", "file", "action", "source", "familiarity"]
 REVIEW_DIR = "_review"
 UNSURE_DIR = "_unsure"
 REJECTED_DIR = "_rejected"
@@ -564,13 +564,14 @@ class LabelLog:
 
     def write(self, action: str, *, video: str | Path = "", frame: int | str = "", crop: str = "",
               label: str = "", probability: float | str = "", file: str | Path = "",
-              source: str | Path = "") -> None:
+              source: str | Path = "", familiarity: float | None = None) -> None:
         """Append one row: the video as an absolute path, files relative to the dataset."""
         row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "video": video_key(video) if video else "",
                "frame": frame, "crop": crop, "label": label,
                "probability": f"{probability:.4f}" if isinstance(probability, float) else probability,
                "file": relative(self.root, Path(file)) if file else "", "action": action,
-               "source": relative(self.root, Path(source)) if source else ""}
+               "source": relative(self.root, Path(source)) if source else "",
+               "familiarity": "" if familiarity is None else f"{familiarity:.4f}"}
         _append(self.descriptor, _csv_line(self.fields, row))
 
     def close(self) -> None:
@@ -856,7 +857,8 @@ def auto_frame(predictor, session: Session, report: AutoReport, video: Path, num
     review = session.root / REVIEW_DIR
     for where, picture, prediction in zip(CROPS, crops, predictions):
         name, probability = prediction.best_guess, prediction.probability
-        common = {"video": video, "frame": number, "crop": where, "label": name, "probability": probability}
+        common = {"video": video, "frame": number, "crop": where, "label": name, "probability": probability,
+                  "familiarity": prediction.familiarity}
         sure = probability >= min_prob and predictor.is_familiar(prediction.familiarity)
         if not sure and not keep_unsure:
             report.dropped += 1

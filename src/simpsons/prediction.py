@@ -101,6 +101,29 @@ class StrangerDetector:
                                 self.answer_weight * slope, self.answer)
 
 
+@dataclass
+class PriorCorrection:
+    """Logit adjustment towards every character being equally likely (Menon et al., 2021, "Long-tail
+    learning via logit adjustment"): each logit lowered by ``strength`` times the log of that character's
+    share of the training pictures, so that a frequent character no longer wins close calls for being
+    frequent. ``strength`` 0 changes nothing; 1 removes the whole training prior."""
+
+    strength: float
+    training_counts: list[int]
+
+    @classmethod
+    def from_description(cls, description: dict) -> PriorCorrection:
+        return cls(float(description["strength"]), [int(count) for count in description["training_counts"]])
+
+    def description(self) -> dict:
+        return {"strength": self.strength, "training_counts": self.training_counts}
+
+    def offsets(self) -> np.ndarray:
+        """What is added to each character's logit."""
+        counts = np.asarray(self.training_counts, dtype=np.float64)
+        return (-self.strength * np.log(counts / counts.sum())).astype(np.float32)
+
+
 def sigmoid(values: np.ndarray) -> np.ndarray:
     """The logistic function, elementwise."""
     return 1.0 / (1.0 + np.exp(-values))
@@ -145,7 +168,7 @@ class Predictor:
 
     ``raw=True`` gives the network's own probabilities: the bundle's temperature, thresholds and
     stranger detector are ignored (what the confidence study fits them on). The bundle's flip
-    test-time augmentation is part of the network's answer, raw or not.
+    test-time augmentation and prior correction are part of the network's answer, raw or not.
     """
 
     def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
@@ -157,6 +180,8 @@ class Predictor:
         self.temperature = None if raw else bundle.temperature
         detector = None if raw else bundle.stranger_detector
         self.stranger_detector = StrangerDetector.from_description(detector) if detector else None
+        correction = bundle.prior_correction
+        self.logit_offsets = PriorCorrection.from_description(correction).offsets() if correction else None
         self.batch_size = batch_size
 
     @cached_property
@@ -183,18 +208,18 @@ class Predictor:
         return resize_square(image.convert("RGB"), self.image_size)
 
     def logits_and_features(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The network's logits and the pooled features behind them (the final layer's input), in one
-        pass, for a ``(n, size, size, 3)`` uint8 batch of any length."""
+        """The network's logits (with the bundle's prior correction) and the pooled features behind them
+        (the final layer's input), in one pass, for a ``(n, size, size, 3)`` uint8 batch of any length."""
         if len(pixels) == 0:  # the network's answer to one blank picture gives the shapes
             logits, features = self.logits_and_features(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
             return logits[:0], features[:0]
         chunks = [self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32))
                   for start in range(0, len(pixels), self.batch_size)]
         logits, features = (np.concatenate([np.asarray(chunk[output]) for chunk in chunks]) for output in (0, 1))
-        return logits, features
+        return (logits if self.logit_offsets is None else logits + self.logit_offsets), features
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        """The network's logits for a uint8 batch of any length."""
+        """The network's logits (with the bundle's prior correction) for a uint8 batch of any length."""
         return self.logits_and_features(pixels)[0]
 
     def features(self, pixels: np.ndarray) -> np.ndarray:

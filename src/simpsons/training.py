@@ -428,7 +428,8 @@ def train(
 
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
                 "train_seconds_this_session": round(train_seconds, 1)}
-    return _save_result(model, out, images.characters, val_set, test_dir, metadata)
+    training_counts = np.bincount(train_set.labels, minlength=num_classes).tolist()
+    return _save_result(model, out, images.characters, val_set, training_counts, test_dir, metadata)
 
 
 def _sized_to_budget(
@@ -573,10 +574,13 @@ def _add_background(images: datasets.LabelledImages, folder: str, size: int) -> 
 
 def _save_result(
     model: keras.Model, out: Path, characters: list[str], val_set: datasets.LabelledImages,
-    test_dir: str | None, metadata: dict[str, Any],
+    training_counts: list[int], test_dir: str | None, metadata: dict[str, Any],
 ) -> Path:
-    """Learning curve, best weights, metrics and the bundle at the end of a training session."""
+    """Learning curve, best weights, the prior correction chosen on the validation split, metrics and the
+    bundle at the end of a training session."""
+    from simpsons.confidence import balanced_accuracy, describe_prior_correction, fit_prior_correction
     from simpsons.evaluation import accuracy_of, plot_learning_curve
+    from simpsons.prediction import Predictor
 
     recipe = metadata["recipe"]
     history = read_history(out / "history.csv")
@@ -586,8 +590,17 @@ def _save_result(
     if (out / "best.weights.h5").exists():
         model.load_weights(out / "best.weights.h5")
     bundle = Bundle(model=model.layers[-1], characters=characters, image_size=recipe["image_size"])
+    logits = Predictor(bundle).logits(val_set.images)
+    correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
+    print(describe_prior_correction(curve, correction.strength))
+    bundle.prior_correction = correction.description()
+    corrected = logits + correction.offsets()
     metrics = {
-        "validation_accuracy": accuracy_of(bundle, val_set),
+        "validation_accuracy": float(np.mean(corrected.argmax(axis=1) == val_set.labels)),
+        "validation_balanced_accuracy": balanced_accuracy(corrected, val_set.labels),
+        "prior_correction": {"strength": correction.strength,
+                             "validation_accuracy_without": float(np.mean(logits.argmax(axis=1) == val_set.labels)),
+                             "validation_balanced_accuracy_without": balanced_accuracy(logits, val_set.labels)},
         "best_epoch": best_so_far(out)["epoch"],
         "epochs_done": len(history),
     }

@@ -542,14 +542,15 @@ def characters(state: State) -> dict[str, Any]:
 
 @router.get("/api/about")
 def about(state: State) -> dict[str, Any]:
-    """The model (architecture, input size, thresholds, stranger detector, mirror image, test metrics
-    from its bundle) and the server's limits."""
+    """The model (architecture, input size, thresholds, stranger detector, mirror image, prior correction,
+    test metrics from its bundle) and the server's limits."""
     bundle = state.predictor.bundle
     return {"model": state.model, "arch": bundle.metadata.get("arch"), "image_size": bundle.image_size,
             "recipe": (bundle.metadata.get("recipe") or {}).get("name"), "threshold": bundle.threshold,
             "temperature": bundle.temperature, "characters": list(bundle.characters),
             "familiarity_threshold": (bundle.stranger_detector or {}).get("threshold"),
             "test_time_flip": bundle.test_time_flip,
+            "prior_correction_strength": (bundle.prior_correction or {}).get("strength"),
             "metrics": bundle.metadata.get("metrics", {}), "review": state.dataset is not None,
             "limits": {"picture_bytes": state.picture_limit, "clip_bytes": state.clip_limit}}
 

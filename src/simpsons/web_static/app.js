@@ -330,6 +330,8 @@ function showAbout() {
     ["stranger detector", about.familiarity_threshold == null ? "none"
       : `unknown below familiarity ${about.familiarity_threshold.toFixed(3)}`],
     ["mirror image", about.test_time_flip ? "each picture is answered with its mirror image" : "no"],
+    ["prior correction", about.prior_correction_strength == null ? "none"
+      : `strength ${about.prior_correction_strength}: every character counted as equally likely`],
     ["test accuracy", metrics.test_accuracy === undefined ? "not measured"
       : `${percent(metrics.test_accuracy)} on ${metrics.test_images} pictures`],
     ["validation accuracy", metrics.validation_accuracy === undefined ? "not measured" : percent(metrics.validation_accuracy)],
