@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from helpers import TEST_CHARACTERS, make_bundle, open_sample
 
 from simpsons.bundle import load_bundle, read_description, save_bundle
+from simpsons.data import load_images
 from simpsons.cli import main
 from simpsons.confidence import (
     PRIOR_STRENGTHS,
@@ -482,6 +484,25 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     assert written.prior_correction["strength"] == prior["strength"] == max(
         prior["strengths"], key=lambda s: (prior["validation_balanced_accuracy"][prior["strengths"].index(s)], -s))
     assert sum(written.prior_correction["training_counts"]) + calibration["validation_images"] == 36
+
+
+def test_cli_no_prior_correction_removes_the_bundles(capsys, tmp_path, training_folder):
+    model = tmp_path / "three.simpsons"
+    bundle = make_bundle(model, THREE)
+    bundle.prior_correction = {"strength": 1.0, "training_counts": [100, 10, 1]}
+    save_bundle(bundle, model)
+    code, out, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", tmp_path / "r",
+                             "--json", tmp_path / "c.json", "--calibrate", training_folder, "--no-prior-correction",
+                             "--write")
+    assert code == 0, err
+    assert "wrote no prior correction" in out and "prior correction: strength" not in out
+    assert load_bundle(model).prior_correction is None
+    payload = json.loads((tmp_path / "c.json").read_text())
+    assert payload["prior_correction"] is None
+    # the study answered without the correction: its accuracy is the raw network's
+    raw = Predictor(replace(bundle, prior_correction=None), raw=True)
+    pictures = load_images(training_folder, bundle.image_size)
+    assert payload["accuracy"] == pytest.approx(np.mean(raw.logits(pictures.images).argmax(axis=1) == pictures.labels))
 
 
 def test_cli_flip_is_studied_and_written(capsys, tmp_path, training_folder):

@@ -582,6 +582,21 @@ def test_background_pictures_become_the_no_character_class(training_folder, tmp_
     assert json.loads((tmp_path / "m.json").read_text())["per_class"][datasets.NO_CHARACTER]["support"] == 4
 
 
+def test_no_prior_correction_keeps_the_training_frequencies(training_folder, tmp_path, capsys):
+    from simpsons.cli import main
+
+    run = tmp_path / "run"
+    argv = ["train", str(training_folder), "--preset", "article", "--epochs", "1", "--batch-size", "8",
+            "--image-size", "32", "--characters", ",".join(CHARACTERS), "--no-prior-correction", "--out", str(run)]
+    assert main(argv) == 0
+    assert json.loads((run / "run.json").read_text())["recipe"]["prior_correction"] is False
+    bundle = load_bundle(run / BUNDLE_NAME)
+    metrics = bundle.metadata["metrics"]
+    assert bundle.prior_correction is None and "prior_correction" not in metrics
+    assert "prior correction:" not in capsys.readouterr().out
+    assert metrics["validation_accuracy"] == pytest.approx(read_history(run / "history.csv")[0]["val_accuracy"])
+
+
 def test_background_needs_pictures(training_folder, tmp_path):
     (tmp_path / "empty").mkdir()
     recipe = resolve_recipe("article", None, epochs=1, **FAST)

@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="as many epochs (at most --epochs or the preset's) as fit in this many minutes of "
                             "training on this machine, measured by a short probe first (the laptop preset's: 30)")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
+    train.add_argument("--no-prior-correction", dest="prior_correction", action="store_false", default=None,
+                       help="keep the training pictures' frequencies in the answers (frequent characters win close "
+                            "calls) instead of counting every character as equally likely")
     train.add_argument("--background", metavar="DIR",
                        help="pictures showing none of the characters (any names, any depth): "
                             "trained as one more class, no_character")
@@ -133,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     confidence.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                             help="study the model answering from the mean of each picture and its mirror image "
                                  "(flip test-time augmentation: twice the work per picture); default: as the bundle")
+    confidence.add_argument("--no-prior-correction", dest="prior_correction", action="store_false",
+                            help="study (and with --write store) the model without a prior correction, keeping "
+                                 "the training pictures' frequencies in its answers")
     confidence.add_argument("--write", action="store_true",
                             help="store the prior correction, the thresholds, the temperature, the stranger detector "
                                  "(with --unknown) and the --flip choice in the --model bundle (needs --calibrate)")
@@ -280,7 +286,8 @@ def run_train(args: argparse.Namespace) -> int:
                             init_augmentation=trained.get("recipe", {}).get("augmentation"),
                             epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, learning_rate=args.learning_rate,
-                            augmentation=args.augmentation, budget_minutes=args.budget)
+                            augmentation=args.augmentation, budget_minutes=args.budget,
+                            prior_correction=args.prior_correction)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
           init_bundle=args.init)
@@ -410,15 +417,17 @@ def run_confidence(args: argparse.Namespace) -> int:
     if args.flip is not None:
         bundle.test_time_flip = args.flip
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
-                      target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown)
+                      target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown,
+                      prior_correction=args.prior_correction)
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)
         detector = ("" if study.detector is None
                     else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})")
-        print(f"wrote prior correction strength {study.prior_correction.strength:g}, threshold "
-              f"{bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} per-character threshold(s), "
-              f"temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
+        prior = ("no prior correction" if study.prior_correction is None
+                 else f"prior correction strength {study.prior_correction['strength']:g}")
+        print(f"wrote {prior}, threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} "
+              f"per-character threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
               f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")
     if args.json:
         write_json({"model": str(args.model or default_model_path()), **study.payload}, args.json)

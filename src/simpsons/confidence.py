@@ -332,7 +332,7 @@ class Study:
     temperature: float | None
     recommended: dict
     detector: DetectorStudy | None = None
-    prior_correction: PriorCorrection | None = None
+    prior_correction: dict | None = None  # what the answers were studied with: ``PriorCorrection.description()``
 
 
 def run_study(
@@ -344,6 +344,7 @@ def run_study(
     target_precision: float | None = None,
     calibrate: str | Path | None = None,
     unknown: str | Path | None = None,
+    prior_correction: bool = True,
     log=print,
 ) -> Study:
     """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload.
@@ -351,7 +352,7 @@ def run_study(
     With ``calibrate`` (the training folder), the prior correction, the temperature and the recommended
     thresholds are chosen on the bundle's shot-aware validation split, in that order; ``data_dir`` only
     measures them. With ``unknown`` too, its training split is the reference of the nearest-training-picture
-    score.
+    score. ``prior_correction=False`` studies the network without any prior correction.
     """
     if character is not None and character not in bundle.characters:
         raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
@@ -359,8 +360,10 @@ def run_study(
     if target_precision is not None and not 0 < target_precision <= 1:
         raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
     training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
-    correction = prior_study = None
-    if training is not None:
+    prior_study = None
+    if not prior_correction:
+        bundle = replace(bundle, prior_correction=None)
+    elif training is not None:
         correction, prior_study = _prior_correction(bundle, training, validation_images)
         bundle = replace(bundle, prior_correction=correction.description())
         log(describe_prior_correction(prior_study, correction.strength))
@@ -412,14 +415,14 @@ def run_study(
         "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
                     "calibrated": temperature is not None,
                     "summary_uncalibrated": summarise_figures(confidence_figures(result.probabilities), correct)},
-        "prior_correction": prior_study and {"strength": correction.strength, **prior_study},
+        "prior_correction": prior_study and {"strength": bundle.prior_correction["strength"], **prior_study},
         "curves": curves, "recommended": recommended, "calibration": calibration,
         "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
         "open_set": open_set,
         "plots": written,
     }
     return Study(payload=payload, temperature=temperature, recommended=recommended, detector=detector,
-                 prior_correction=correction)
+                 prior_correction=bundle.prior_correction)
 
 
 def _prior_correction(bundle: Bundle, training: datasets.LabelledImages,
@@ -519,9 +522,9 @@ def describe_calibration(calibration: dict) -> str:
 
 
 def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
-    """Store the prior correction (when the study chose one), the recommended thresholds, the temperature
-    and the stranger detector (when the study fitted one; else the bundle keeps its own) in the bundle
-    file, atomically."""
+    """Store the prior correction the study answered with (or none), the recommended thresholds, the
+    temperature and the stranger detector (when the study fitted one; else the bundle keeps its own) in
+    the bundle file, atomically."""
     from simpsons.bundle import save_bundle
 
     if study.recommended["threshold"] is None:
@@ -529,8 +532,7 @@ def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     bundle.threshold = study.recommended["threshold"]
     bundle.character_thresholds = dict(study.recommended["character_thresholds"]) or None
     bundle.temperature = study.temperature
-    if study.prior_correction is not None:
-        bundle.prior_correction = study.prior_correction.description()
+    bundle.prior_correction = study.prior_correction
     if study.detector is not None:
         bundle.stranger_detector = study.detector.description()
     save_bundle(bundle, path)

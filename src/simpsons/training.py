@@ -41,6 +41,7 @@ class Recipe:
     description: str = ""
     fine_tune: bool = False  # continues a trained model (train --init BUNDLE) rather than starting afresh
     budget_minutes: float | None = None  # when set, the epochs (at most ``epochs``) are sized to fit it here
+    prior_correction: bool = True  # the bundle counts every character as equally likely (README: the model bundle)
 
 
 PRESETS: dict[str, Recipe] = {
@@ -428,7 +429,7 @@ def train(
 
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
                 "train_seconds_this_session": round(train_seconds, 1)}
-    training_counts = np.bincount(train_set.labels, minlength=num_classes).tolist()
+    training_counts = np.bincount(train_set.labels, minlength=num_classes).tolist() if recipe.prior_correction else None
     return _save_result(model, out, images.characters, val_set, training_counts, test_dir, metadata)
 
 
@@ -574,10 +575,10 @@ def _add_background(images: datasets.LabelledImages, folder: str, size: int) -> 
 
 def _save_result(
     model: keras.Model, out: Path, characters: list[str], val_set: datasets.LabelledImages,
-    training_counts: list[int], test_dir: str | None, metadata: dict[str, Any],
+    training_counts: list[int] | None, test_dir: str | None, metadata: dict[str, Any],
 ) -> Path:
-    """Learning curve, best weights, the prior correction chosen on the validation split, metrics and the
-    bundle at the end of a training session."""
+    """Learning curve, best weights, the prior correction chosen on the validation split (with
+    ``training_counts``), metrics and the bundle at the end of a training session."""
     from simpsons.confidence import balanced_accuracy, describe_prior_correction, fit_prior_correction
     from simpsons.evaluation import accuracy_of, plot_learning_curve
     from simpsons.prediction import Predictor
@@ -590,17 +591,21 @@ def _save_result(
     if (out / "best.weights.h5").exists():
         model.load_weights(out / "best.weights.h5")
     bundle = Bundle(model=model.layers[-1], characters=characters, image_size=recipe["image_size"])
-    logits = Predictor(bundle).logits(val_set.images)
-    correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
-    print(describe_prior_correction(curve, correction.strength))
-    bundle.prior_correction = correction.description()
-    corrected = logits + correction.offsets()
+    logits = corrected = Predictor(bundle).logits(val_set.images)
+    prior: dict[str, Any] = {}
+    if training_counts is not None:
+        correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
+        print(describe_prior_correction(curve, correction.strength))
+        bundle.prior_correction = correction.description()
+        corrected = logits + correction.offsets()
+        prior = {"prior_correction": {
+            "strength": correction.strength,
+            "validation_accuracy_without": float(np.mean(logits.argmax(axis=1) == val_set.labels)),
+            "validation_balanced_accuracy_without": balanced_accuracy(logits, val_set.labels)}}
     metrics = {
         "validation_accuracy": float(np.mean(corrected.argmax(axis=1) == val_set.labels)),
         "validation_balanced_accuracy": balanced_accuracy(corrected, val_set.labels),
-        "prior_correction": {"strength": correction.strength,
-                             "validation_accuracy_without": float(np.mean(logits.argmax(axis=1) == val_set.labels)),
-                             "validation_balanced_accuracy_without": balanced_accuracy(logits, val_set.labels)},
+        **prior,
         "best_epoch": best_so_far(out)["epoch"],
         "epochs_done": len(history),
     }
