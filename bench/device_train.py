@@ -6,6 +6,8 @@ Usage (on the GPU machine, from the repository root, with ``src`` importable):
         --minutes 9 --out OUT
     KERAS_BACKEND=jax python bench/device_train.py TRAIN.pack.npz --only wide --epochs 40 \
         --second-stage-seconds 60 --minutes 4.2 --out OUT
+    KERAS_BACKEND=jax python bench/device_train.py TRAIN.pack.npz --only small_hr_robust small_hr_robust_cutmix \
+        --minutes 9 --out OUT
 
 Each candidate first runs a two-epoch probe (all probes at once, so they share the GPU as the real
 runs will); its second epoch's speed sizes the cosine schedule to the time left. Each first stage
@@ -42,6 +44,7 @@ class Candidate:
     second_stage: bool
     augmentation: str | None = None  # the preset's own policy when None
     second_stage_augmentation: str | None = None
+    mixing: str | None = None  # --mixing of the first stage (cutmix or mixup)
 
 
 CANDIDATES = {
@@ -53,6 +56,8 @@ CANDIDATES = {
         Candidate("wide", "strong", "resnet_wide", 150, True),
         Candidate("small_hr_robust", "strong", "resnet_small_hr", 200, True, "robust", "light_robust"),
         Candidate("hr_robust", "strong", "resnet_hr", 150, True, "robust", "light_robust"),
+        Candidate("small_hr_robust_cutmix", "strong", "resnet_small_hr", 300, True, "robust", "light_robust", "cutmix"),
+        Candidate("wide_robust_cutmix", "strong", "resnet_wide", 150, True, "robust", "light_robust", "cutmix"),
     )
 }
 # Reading and decoding the pack, building and compiling the network: 60-100 s a run on the H100 (session 11),
@@ -74,9 +79,10 @@ def start(command: list[str], log: Path, backend: str, sharing: int) -> subproce
 
 
 def candidate_options(candidate: Candidate) -> list[str]:
-    """The first stage's --arch and --augmentation, where the candidate names them."""
+    """The first stage's --arch, --augmentation and --mixing, where the candidate names them."""
     options = ["--arch", candidate.arch] if candidate.arch else []
-    return options + (["--augmentation", candidate.augmentation] if candidate.augmentation else [])
+    options += ["--augmentation", candidate.augmentation] if candidate.augmentation else []
+    return options + (["--mixing", candidate.mixing] if candidate.mixing else [])
 
 
 def second_stage_options(candidate: Candidate) -> list[str]:

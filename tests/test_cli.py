@@ -388,11 +388,13 @@ def test_train_list_presets(capsys):
     code, out, err = run_cli(capsys, "train", "--list-presets")
     assert code == 0
     presets, rest = out.split("\n\naugmentation policies (--augmentation):\n")
-    policies, architectures = rest.split("\n\narchitectures (--arch):\n")
+    policies, rest = rest.split("\n\nmixing policies (--mixing):\n")
+    mixings, architectures = rest.split("\n\narchitectures (--arch):\n")
     assert [line.split()[0] for line in presets.splitlines()] == [
         "article", "article6", "strong", "laptop", "fixres"]
     assert [line.split()[0] for line in policies.splitlines()] == [
         "article", "strong", "robust", "light", "light_robust"]
+    assert [line.split()[0] for line in mixings.splitlines()] == ["none", "cutmix", "mixup"]
     assert [line.split()[0] for line in architectures.splitlines()] == [
         "seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide"]
 

@@ -13,13 +13,17 @@ from simpsons.models import (
     ARCHITECTURES,
     AUGMENTATIONS,
     LUMINANCE,
+    BatchMixing,
+    MixedCrossentropy,
     RandomAffine,
     RandomColour,
     RandomErasing,
     build_augmentation,
     build_seed,
     build_training_model,
+    classifier_of,
     get_architecture,
+    own_label_accuracy,
     scoring_network,
 )
 from simpsons.prediction import softmax
@@ -207,6 +211,76 @@ def test_colour_and_erasing_survive_a_save_and_load(tmp_path):
     colour, erasing = (layer.get_config() for layer in loaded.layers)
     assert (colour["saturation"], colour["grey"], colour["cast"]) == ([0.5, 1.2], 0.2, 0.1)
     assert (erasing["rate"], erasing["area"]) == (0.3, [0.05, 0.1])
+
+
+def flat_pictures(count: int) -> np.ndarray:
+    """``count`` pictures, picture i filled with the value 10 * i: a mixed pixel tells where it came from."""
+    return np.stack([np.full((SIZE, SIZE, 3), 10.0 * i, np.float32) for i in range(count)])
+
+
+def test_cutmix_pastes_one_rectangle_of_the_picture_before_and_says_how_much_is_left():
+    pictures = flat_pictures(16)
+    mixed, own = (np.asarray(out) for out in BatchMixing("cutmix", rate=1.0, seed=0)(pictures, training=True))
+    assert own.shape == (16, 1)
+    for i, picture in enumerate(mixed):
+        values = picture[..., 0]
+        pasted = values == 10.0 * ((i - 1) % 16)  # the batch's previous picture, the first one's the last
+        assert np.all(pasted | (values == 10.0 * i))
+        assert own[i, 0] == pytest.approx(1 - pasted.mean())
+        if pasted.any():
+            rows, cols = np.flatnonzero(pasted.any(axis=1)), np.flatnonzero(pasted.any(axis=0))
+            assert pasted.sum() == len(rows) * len(cols) == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+    assert own.max() < 1.0 and own.std() > 0.1  # rectangles of many sizes
+
+
+def test_mixup_blends_with_the_picture_before_by_its_own_share():
+    pictures = flat_pictures(16)
+    mixed, own = (np.asarray(out) for out in BatchMixing("mixup", rate=1.0, seed=0)(pictures, training=True))
+    previous = np.roll(pictures, 1, axis=0)
+    np.testing.assert_allclose(mixed, own[:, :, None, None] * pictures + (1 - own[:, :, None, None]) * previous,
+                               atol=1e-4)
+    assert (own >= 0).all() and (own <= 1).all() and own.std() > 0.1
+
+
+@pytest.mark.parametrize(("policy", "rate", "training"), [("cutmix", 1.0, False), ("mixup", 1.0, False),
+                                                           ("cutmix", 0.0, True), ("none", 1.0, True)])
+def test_mixing_leaves_pictures_alone_at_inference_at_rate_0_and_for_none(policy, rate, training):
+    pictures = flat_pictures(4)
+    mixed, own = BatchMixing(policy, rate=rate, seed=0)(pictures, training=training)
+    np.testing.assert_array_equal(np.asarray(mixed), pictures)
+    np.testing.assert_array_equal(np.asarray(own), np.ones((4, 1)))
+
+
+def test_mixed_crossentropy_shares_the_target_with_the_label_before():
+    labels = np.eye(3, dtype=np.float32)[[0, 1, 2, 1]]
+    probabilities = softmax(np.random.default_rng(0).normal(size=(4, 3))).astype(np.float32)
+    own = np.array([[1.0], [0.25], [0.5], [0.0]], np.float32)
+    outputs = np.concatenate([probabilities, own], axis=1)
+    targets = own * labels + (1 - own) * np.roll(labels, 1, axis=0)
+    for smoothing in (0.0, 0.1):
+        expected = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)(targets, probabilities)
+        mixed = MixedCrossentropy(label_smoothing=smoothing)(labels, outputs)
+        assert float(mixed) == pytest.approx(float(expected), rel=1e-5)
+    # accuracy reads the probabilities against the pictures' own labels, whatever their share
+    hits = keras.ops.convert_to_numpy(own_label_accuracy(labels, outputs))
+    np.testing.assert_array_equal(hits, probabilities.argmax(axis=1) == labels.argmax(axis=1))
+
+
+def test_a_mixing_training_model_adds_the_own_share_and_keeps_the_classifier(batch, tmp_path):
+    images, _ = batch
+    classifier = get_architecture("resnet_small").build(20, SIZE)
+    model = build_training_model(classifier, build_augmentation("light", SIZE, seed=0), "cutmix", seed=0)
+    assert model.output_shape == (None, 21)
+    assert classifier_of(model) is classifier
+    assert classifier_of(build_training_model(classifier, build_augmentation("light", SIZE, seed=0))) is classifier
+    at_inference = np.asarray(model(images, training=False))
+    np.testing.assert_allclose(at_inference[:, :-1], np.asarray(classifier(images, training=False)), atol=1e-6)
+    np.testing.assert_array_equal(at_inference[:, -1], 1.0)
+    model.save(tmp_path / "mixing.keras")
+    loaded = keras.saving.load_model(tmp_path / "mixing.keras")
+    assert loaded.get_layer("mixing_cutmix").get_config()["policy"] == "cutmix"
+    with pytest.raises(SimpsonsError, match="unknown mixing policy 'blend'"):
+        BatchMixing("blend")
 
 
 def test_pooling_stem_quarters_the_picture_before_the_blocks():

@@ -121,6 +121,7 @@ def test_every_architecture_has_a_default_preset(arch):
         ("article", None, {"epochs": 0}, "--epochs must be at least 1"),
         ("article", None, {"image_size": 0}, "--image-size must be at least 1"),
         ("laptop", None, {"augmentation": "wild"}, "unknown augmentation policy 'wild'"),
+        ("laptop", None, {"mixing": "blend"}, "unknown mixing policy 'blend'"),
     ],
 )
 def test_bad_recipes(preset, arch, overrides, message):
@@ -146,6 +147,17 @@ def test_epochs_within_a_budget():
     assert training.epochs_within(100, probe, 640, 100, 64, most=50) == int((100 - 20 - 10) // epoch)
     assert training.epochs_within(100, probe, 640, 100, 64, most=8) == 8
     assert training.epochs_within(25, probe, 640, 100, 64, most=8) == 1  # the probe spent the budget: one epoch
+
+
+def test_the_probe_counts_its_fastest_epoch_after_the_first():
+    """A timed epoch slowed by other work on the machine does not shorten the run (session 16)."""
+    stopwatch = training._Stopwatch()
+    stopwatch.epoch_seconds = [9.0, 5.5, 3.0]  # tracing, a busy moment, the steady pace
+    stopwatch.step_seconds = [0.8, 0.45, 0.2]
+    stopwatch.validation_seconds = [1.5, 1.0, 0.5]
+    probe = stopwatch.speed(validation_images=100, probe_seconds=18.0)
+    assert probe == training.SpeedProbe(step_seconds=0.2, validation_seconds_per_image=0.005,
+                                        first_epoch_extra_seconds=6.0, probe_seconds=18.0)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -301,6 +313,7 @@ def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
     strong = asdict(PRESETS["strong"])
     assert training._curve_title(strong) == "resnet (strong recipe)"
     assert training._curve_title({**strong, "augmentation": "robust"}) == "resnet (strong recipe, robust augmentation)"
+    assert training._curve_title({**strong, "mixing": "cutmix"}) == "resnet (strong recipe, cutmix)"
 
 
 # --------------------------------------------------------------------------- time limit and resume
@@ -607,6 +620,23 @@ def test_background_needs_pictures(training_folder, tmp_path):
 
 
 # --------------------------------------------------------------------------- fine-tuning (train --init)
+
+
+def test_a_mixing_run_resumes_and_ships_the_classifier_alone(training_folder, tmp_path):
+    run = tmp_path / "cutmix"
+    recipe = resolve_recipe("laptop", "resnet_small", epochs=2, mixing="cutmix", **FAST)
+    train(str(training_folder), str(run), recipe, characters=CHARACTERS, time_limit_minutes=1e-6)
+    assert state(run) == {"epochs_done": 1}
+    resume_training(str(run))  # from last.keras: the mixing layer, its loss and its accuracy reload
+
+    rows = history_rows(run)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert all(0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["val_accuracy"]) <= 1 for row in rows)
+    bundle = load_bundle(run / BUNDLE_NAME)
+    assert bundle.metadata["recipe"]["mixing"] == "cutmix"
+    assert bundle.model.output_shape == (None, len(CHARACTERS))  # no mixing column in what ships
+    probabilities = Predictor(bundle).probabilities(datasets.load_images(training_folder, 32).images[:4])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="peak learning rate instead of the preset's")
     train.add_argument("--augmentation", metavar="POLICY",
                        help="augmentation policy instead of the preset's (see --list-presets)")
+    train.add_argument("--mixing", metavar="POLICY",
+                       help="mix training pictures in pairs: cutmix or mixup (default none; see --list-presets)")
     train.add_argument("--seed", type=int, help="seed of the split and the training (default 0, or --init's)")
     train.add_argument("--init", metavar="BUNDLE",
                        help="start from this model bundle's weights (fine-tuning): same architecture and "
@@ -263,7 +265,7 @@ def run_dataset(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from simpsons.bundle import read_description
-    from simpsons.models import ARCHITECTURES, AUGMENTATIONS
+    from simpsons.models import ARCHITECTURES, AUGMENTATIONS, MIXINGS
     from simpsons.training import PRESETS, resolve_recipe, resume_training, train
 
     if args.list_presets:
@@ -271,6 +273,9 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{recipe.name:<12} {recipe.description}")
         print("\naugmentation policies (--augmentation):")
         for name, description in AUGMENTATIONS.items():
+            print(f"{name:<12} {description}")
+        print("\nmixing policies (--mixing):")
+        for name, description in MIXINGS.items():
             print(f"{name:<12} {description}")
         print("\narchitectures (--arch):")
         for architecture in ARCHITECTURES.values():
@@ -286,7 +291,7 @@ def run_train(args: argparse.Namespace) -> int:
                             init_augmentation=trained.get("recipe", {}).get("augmentation"),
                             epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, learning_rate=args.learning_rate,
-                            augmentation=args.augmentation, budget_minutes=args.budget,
+                            augmentation=args.augmentation, mixing=args.mixing, budget_minutes=args.budget,
                             prior_correction=args.prior_correction)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,

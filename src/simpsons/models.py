@@ -337,11 +337,113 @@ def build_augmentation(policy: str, image_size: int, seed: int | None = None) ->
     return keras.Sequential(augment, name=f"augment_{policy}")
 
 
-def build_training_model(classifier: keras.Model, augmentation: keras.Sequential) -> keras.Model:
-    """The classifier behind its augmentation: what ``fit`` trains; the classifier is what ships."""
+MIXINGS: dict[str, str] = {
+    "none": "each training picture keeps its own character",
+    "cutmix": "half the training pictures get a rectangle (area uniform in 0-1) of the picture before them in the "
+              "batch, their target shared by area (CutMix, Yun et al., 2019)",
+    "mixup": "half the training pictures are blended with the picture before them in the batch (weight "
+             "Beta(0.4, 0.4)), their target alike (mixup, Zhang et al., 2018)",
+}
+
+
+def check_mixing(policy: str) -> None:
+    """A clear error for a policy that ``MIXINGS`` does not list."""
+    if policy not in MIXINGS:
+        raise SimpsonsError(f"unknown mixing policy {policy!r}; choose one of {', '.join(MIXINGS)}")
+
+
+@keras.saving.register_keras_serializable("simpsons")
+class BatchMixing(_RandomLayer):
+    """Mixes training pictures with the one before them in the batch (``MIXINGS``), each with probability ``rate``.
+
+    Returns the pictures and each one's own share of its target, shaped (batch, 1): 1 when not mixed,
+    and always at inference. The batches are shuffled, so the partners are random; ``MixedCrossentropy``
+    pairs the labels the same way.
+    """
+
+    def __init__(self, policy: str = "cutmix", rate: float = 0.5, seed: int | None = None, **kwargs):
+        super().__init__(seed, **kwargs)
+        check_mixing(policy)
+        self.policy = policy
+        self.rate = rate
+
+    def call(self, images, training: bool = False):
+        ops = keras.ops
+        batch = ops.shape(images)[0]
+        if not training or self.policy == "none":
+            return images, ops.ones((batch, 1), dtype=images.dtype)
+        partner = ops.roll(images, 1, axis=0)
+        if self.policy == "cutmix":
+            pasted = self._rectangles(images.shape[1], images.shape[2], batch) & (self._uniform(batch) < self.rate)
+            own = 1.0 - ops.mean(ops.cast(pasted, images.dtype), axis=(1, 2))
+            mixed = ops.where(pasted[..., None], partner, images)
+        else:
+            weight = keras.random.beta((batch, 1, 1), 0.4, 0.4, seed=self.seed_generator, dtype=images.dtype)
+            own = ops.where(self._uniform(batch) < self.rate, weight, ops.ones_like(weight))[..., None]
+            mixed = own * images + (1.0 - own) * partner
+        return mixed, ops.reshape(own, (batch, 1))
+
+    def _rectangles(self, height: int, width: int, batch):
+        """One random rectangle per picture, as a (batch, height, width) mask; its area before clipping to the
+        picture is uniform in 0-1."""
+        ops = keras.ops
+        side = ops.sqrt(self._uniform(batch))
+        centre_y, centre_x = self._uniform(batch) * height, self._uniform(batch) * width
+        rows = ops.arange(height, dtype="float32")[None, :, None]
+        cols = ops.arange(width, dtype="float32")[None, None, :]
+        return (ops.abs(rows - centre_y) < side * height / 2) & (ops.abs(cols - centre_x) < side * width / 2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape, (input_shape[0], 1)
+
+    def get_config(self):
+        return {**super().get_config(), "policy": self.policy, "rate": self.rate}
+
+
+@keras.saving.register_keras_serializable("simpsons")
+class MixedCrossentropy(keras.losses.Loss):
+    """Cross-entropy against the targets of ``BatchMixing``: the training model's output is the probabilities
+    with the picture's own share of its target as one more column; the rest goes to the label before it."""
+
+    def __init__(self, label_smoothing: float = 0.0, name: str = "mixed_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        probabilities, own = y_pred[:, :-1], y_pred[:, -1:]
+        targets = own * y_true + (1.0 - own) * keras.ops.roll(y_true, 1, axis=0)
+        return keras.losses.categorical_crossentropy(targets, probabilities, label_smoothing=self.label_smoothing)
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+@keras.saving.register_keras_serializable("simpsons")
+def own_label_accuracy(y_true, y_pred):
+    """Accuracy of a mixing training model's probabilities (all but its last column) on the pictures' own labels."""
+    return keras.metrics.categorical_accuracy(y_true, y_pred[:, :-1])
+
+
+def build_training_model(classifier: keras.Model, augmentation: keras.Sequential, mixing: str = "none",
+                         seed: int | None = None) -> keras.Model:
+    """The classifier behind its augmentation: what ``fit`` trains; the classifier is what ships.
+
+    With a ``mixing`` policy, the augmented pictures are mixed (``BatchMixing``) and the output gains
+    their own share of the target as a last column, for ``MixedCrossentropy`` and ``own_label_accuracy``.
+    """
     size = classifier.input_shape[1]
     inputs = keras.Input(shape=(size, size, 3), name="pixels")
-    return keras.Model(inputs, classifier(augmentation(inputs)), name="training_model")
+    pictures = augmentation(inputs)
+    if mixing == "none":
+        return keras.Model(inputs, classifier(pictures), name="training_model")
+    pictures, own_share = BatchMixing(mixing, seed=seed, name=f"mixing_{mixing}")(pictures)
+    outputs = layers.Concatenate(name="with_own_share")([classifier(pictures), own_share])
+    return keras.Model(inputs, outputs, name="training_model")
+
+
+def classifier_of(training_model: keras.Model) -> keras.Model:
+    """The classifier inside a model of ``build_training_model``: the last of its layers that is a network."""
+    return next(layer for layer in reversed(training_model.layers) if isinstance(layer, keras.Model))
 
 
 def scoring_network(classifier: keras.Model, mirror: bool = False) -> keras.Model:

@@ -17,7 +17,16 @@ import numpy as np
 from simpsons import data as datasets
 from simpsons.bundle import Bundle, load_bundle, save_bundle, write_atomically
 from simpsons.errors import SimpsonsError
-from simpsons.models import build_augmentation, build_training_model, check_augmentation, get_architecture
+from simpsons.models import (
+    MixedCrossentropy,
+    build_augmentation,
+    build_training_model,
+    check_augmentation,
+    check_mixing,
+    classifier_of,
+    get_architecture,
+    own_label_accuracy,
+)
 
 BUNDLE_NAME = "model.simpsons"
 
@@ -37,6 +46,7 @@ class Recipe:
     warmup_epochs: int = 0
     label_smoothing: float = 0.0
     augmentation: str = "article"
+    mixing: str = "none"  # models.MIXINGS: CutMix or mixup of the training pictures in pairs
     class_weighting: bool = False
     description: str = ""
     fine_tune: bool = False  # continues a trained model (train --init BUNDLE) rather than starting afresh
@@ -110,6 +120,7 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
     if recipe.fine_tune and "augmentation" not in changes and (init_augmentation or "").endswith("robust"):
         changes["augmentation"] = "light_robust"
     check_augmentation(changes.get("augmentation", recipe.augmentation))
+    check_mixing(changes.get("mixing", recipe.mixing))
     return replace(recipe, **changes)
 
 
@@ -143,7 +154,10 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-PROBE_STEPS = 10  # training batches in each of the speed probe's two epochs (the first one traces the graph)
+PROBE_STEPS = 10  # training batches in each of the speed probe's epochs
+# the probe's epochs after the first (which traces the graph): the fastest one counts, so that a moment of
+# other work on the machine does not shorten the whole run (session 16: one probe read 55 s an epoch, not 34)
+PROBE_TIMED_EPOCHS = 2
 BUDGET_MARGIN = 1.05  # checkpoints, history and a busy machine: an epoch counts 5% longer than measured
 
 
@@ -172,13 +186,14 @@ def epochs_within(
 
 
 class _Stopwatch(keras.callbacks.Callback):
-    """Times each epoch of a ``fit``, the training batches of the last one and its validation pass."""
+    """Times each epoch of a ``fit``: the whole epoch, its median training batch and its validation pass."""
 
     def __init__(self):
         super().__init__()
         self.epoch_seconds: list[float] = []
+        self.step_seconds: list[float] = []
+        self.validation_seconds: list[float] = []
         self.batch_ends: list[float] = []
-        self.validation_seconds = 0.0
         self._started = self._validation_started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -192,18 +207,29 @@ class _Stopwatch(keras.callbacks.Callback):
         self._validation_started = time.perf_counter()
 
     def on_test_end(self, logs: dict | None = None) -> None:
-        self.validation_seconds = time.perf_counter() - self._validation_started
+        self.validation_seconds.append(time.perf_counter() - self._validation_started)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._started)
+        self.step_seconds.append(float(np.median(np.diff(self.batch_ends))))
+
+    def speed(self, validation_images: int, probe_seconds: float) -> SpeedProbe:
+        """What the epochs after the first measured, the fastest of them; the first one's extra is its tracing."""
+        timed = slice(1, None)
+        return SpeedProbe(
+            step_seconds=min(self.step_seconds[timed]),
+            validation_seconds_per_image=min(self.validation_seconds[timed]) / validation_images,
+            first_epoch_extra_seconds=max(0.0, self.epoch_seconds[0] - min(self.epoch_seconds[timed])),
+            probe_seconds=probe_seconds,
+        )
 
 
 def probe_speed(
     recipe: Recipe, train_set: datasets.LabelledImages, val_set: datasets.LabelledImages, num_classes: int, seed: int,
 ) -> SpeedProbe:
-    """Train a throwaway model of ``recipe`` for two short epochs on the run's own pictures, the way
-    ``train`` will: the second epoch gives the steady cost of a batch and of validation, the first
-    the one-off cost of tracing."""
+    """Train a throwaway model of ``recipe`` for a few short epochs on the run's own pictures, the way
+    ``train`` will: the fastest epoch after the first gives the steady cost of a batch and of validation,
+    the first the one-off cost of tracing."""
     started = time.perf_counter()
     count = PROBE_STEPS * recipe.batch_size
     model = _compiled_model(recipe, num_classes, PROBE_STEPS, seed)
@@ -212,13 +238,8 @@ def probe_speed(
     stopwatch = _Stopwatch()
     model.fit(**fit_data((train_part.images, _one_hot(train_part.labels, num_classes)), recipe.batch_size, seed,
                          validation=(val_part.images, _one_hot(val_part.labels, num_classes))),
-              epochs=2, verbose=0, callbacks=[stopwatch])
-    return SpeedProbe(
-        step_seconds=float(np.median(np.diff(stopwatch.batch_ends))),
-        validation_seconds_per_image=stopwatch.validation_seconds / len(val_part),
-        first_epoch_extra_seconds=max(0.0, stopwatch.epoch_seconds[0] - stopwatch.epoch_seconds[1]),
-        probe_seconds=time.perf_counter() - started,
-    )
+              epochs=1 + PROBE_TIMED_EPOCHS, verbose=0, callbacks=[stopwatch])
+    return stopwatch.speed(len(val_part), time.perf_counter() - started)
 
 
 # The resume checkpoint (last.keras with the optimizer's state) takes about 0.4 s to write: a third of the
@@ -410,7 +431,7 @@ def train(
     else:
         model = _compiled_model(recipe, num_classes, math.ceil(len(train_set) / recipe.batch_size), seed)
         if init is not None:
-            _copy_weights(init, model.layers[-1], init_bundle)
+            _copy_weights(init, classifier_of(model), init_bundle)
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
     class_weight = balanced_class_weights(train_set.labels, num_classes) if recipe.class_weighting else None
     data = fit_data((train_set.images, _one_hot(train_set.labels, num_classes)), recipe.batch_size, seed,
@@ -512,12 +533,14 @@ def _copy_weights(init: Bundle, classifier: keras.Model, path: str) -> None:
 def _compiled_model(recipe: Recipe, num_classes: int, steps_per_epoch: int, seed: int) -> keras.Model:
     """A fresh classifier behind the recipe's augmentation, compiled with its optimizer and loss."""
     classifier = get_architecture(recipe.arch).build(num_classes, recipe.image_size)
-    model = build_training_model(classifier, build_augmentation(recipe.augmentation, recipe.image_size, seed))
-    model.compile(
-        optimizer=build_optimizer(recipe, steps_per_epoch),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-        metrics=["accuracy"],
-    )
+    augmentation = build_augmentation(recipe.augmentation, recipe.image_size, seed)
+    model = build_training_model(classifier, augmentation, recipe.mixing, seed)
+    if recipe.mixing == "none":
+        loss, accuracy = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing), "accuracy"
+    else:
+        loss = MixedCrossentropy(label_smoothing=recipe.label_smoothing)
+        accuracy = keras.metrics.MeanMetricWrapper(own_label_accuracy, name="accuracy")
+    model.compile(optimizer=build_optimizer(recipe, steps_per_epoch), loss=loss, metrics=[accuracy])
     return model
 
 
@@ -590,7 +613,7 @@ def _save_result(
     plot_learning_curve(history, out / "learning_curve.png", title=_curve_title(recipe))
     if (out / "best.weights.h5").exists():
         model.load_weights(out / "best.weights.h5")
-    bundle = Bundle(model=model.layers[-1], characters=characters, image_size=recipe["image_size"])
+    bundle = Bundle(model=classifier_of(model), characters=characters, image_size=recipe["image_size"])
     logits = corrected = Predictor(bundle).logits(val_set.images)
     prior: dict[str, Any] = {}
     if training_counts is not None:
@@ -620,11 +643,15 @@ def _save_result(
 
 
 def _curve_title(recipe: dict[str, Any]) -> str:
-    """The learning curve's title: the network and the recipe, and the augmentation if not the preset's."""
+    """The learning curve's title: the network and the recipe, with the augmentation if not the preset's
+    and the mixing if any."""
     preset = PRESETS.get(recipe["name"])
+    details = [recipe["name"] + " recipe"]
     if preset is not None and preset.augmentation != recipe["augmentation"]:
-        return f"{recipe['arch']} ({recipe['name']} recipe, {recipe['augmentation']} augmentation)"
-    return f"{recipe['arch']} ({recipe['name']} recipe)"
+        details.append(f"{recipe['augmentation']} augmentation")
+    if recipe.get("mixing", "none") != "none":
+        details.append(recipe["mixing"])
+    return f"{recipe['arch']} ({', '.join(details)})"
 
 
 def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Path:
