@@ -86,8 +86,8 @@ def test_laptop_with_48_epochs_is_the_recipe_session_7_ran():
     must still be that recipe."""
     ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
            "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
-           "label_smoothing": 0.1, "augmentation": "strong", "class_weighting": True, "fine_tune": False,
-           "budget_minutes": None}
+           "label_smoothing": 0.1, "augmentation": "strong", "mixing": "none", "class_weighting": True,
+           "fine_tune": False, "budget_minutes": None}
     recipe = asdict(resolve_recipe("laptop", None, epochs=48))
     del recipe["description"]
     assert recipe.pop("prior_correction") is True  # chosen after the training (since session 14): not the recipe ran
