@@ -263,15 +263,20 @@ class RandomErasing(_RandomLayer):
         box_width = ops.minimum(ops.sqrt(area / aspect), width)
         top = self._uniform(batch) * (height - box_height)
         left = self._uniform(batch) * (width - box_width)
-        rows = ops.arange(height, dtype="float32")[None, :, None]
-        cols = ops.arange(width, dtype="float32")[None, None, :]
-        inside = (rows >= top) & (rows < top + box_height) & (cols >= left) & (cols < left + box_width)
+        inside = _box_mask(top, left, box_height, box_width, height, width)
         erase = inside & (self._uniform(batch) < self.rate)
         noise = keras.random.uniform(ops.shape(images), 0.0, 255.0, seed=self.seed_generator)
         return ops.where(erase[..., None], noise, images)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "area": list(self.area)}
+
+
+def _box_mask(top, left, box_height, box_width, height: int, width: int):
+    """A (batch, height, width) mask of one rectangle per picture; the corners are (batch, 1, 1) pixel coordinates."""
+    rows = keras.ops.arange(height, dtype="float32")[None, :, None]
+    cols = keras.ops.arange(width, dtype="float32")[None, None, :]
+    return (rows >= top) & (rows < top + box_height) & (cols >= left) & (cols < left + box_width)
 
 
 def _mirror(coordinates, size: int):
@@ -386,12 +391,11 @@ class BatchMixing(_RandomLayer):
     def _rectangles(self, height: int, width: int, batch):
         """One random rectangle per picture, as a (batch, height, width) mask; its area before clipping to the
         picture is uniform in 0-1."""
-        ops = keras.ops
-        side = ops.sqrt(self._uniform(batch))
-        centre_y, centre_x = self._uniform(batch) * height, self._uniform(batch) * width
-        rows = ops.arange(height, dtype="float32")[None, :, None]
-        cols = ops.arange(width, dtype="float32")[None, None, :]
-        return (ops.abs(rows - centre_y) < side * height / 2) & (ops.abs(cols - centre_x) < side * width / 2)
+        side = keras.ops.sqrt(self._uniform(batch))
+        box_height, box_width = side * height, side * width
+        top = self._uniform(batch) * height - box_height / 2
+        left = self._uniform(batch) * width - box_width / 2
+        return _box_mask(top, left, box_height, box_width, height, width)
 
     def compute_output_shape(self, input_shape):
         return input_shape, (input_shape[0], 1)
