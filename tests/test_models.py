@@ -135,10 +135,10 @@ def test_training_model_at_inference_is_the_classifier(name, batch):
     model = build_training_model(classifier, build_augmentation("strong", SIZE, seed=0))
 
     assert model.layers[-1] is classifier
-    alone = np.asarray(classifier(images, training=False))
-    wrapped = np.asarray(model(images, training=False))
+    alone = keras.ops.convert_to_numpy(classifier(images, training=False))
+    wrapped = keras.ops.convert_to_numpy(model(images, training=False))
     np.testing.assert_allclose(wrapped, alone, rtol=1e-5, atol=1e-6)
-    trained_view = np.asarray(model(images, training=True))
+    trained_view = keras.ops.convert_to_numpy(model(images, training=True))
     assert not np.allclose(trained_view, alone, atol=1e-6)
 
 
@@ -273,8 +273,9 @@ def test_a_mixing_training_model_adds_the_own_share_and_keeps_the_classifier(bat
     assert model.output_shape == (None, 21)
     assert classifier_of(model) is classifier
     assert classifier_of(build_training_model(classifier, build_augmentation("light", SIZE, seed=0))) is classifier
-    at_inference = np.asarray(model(images, training=False))
-    np.testing.assert_allclose(at_inference[:, :-1], np.asarray(classifier(images, training=False)), atol=1e-6)
+    at_inference = keras.ops.convert_to_numpy(model(images, training=False))
+    np.testing.assert_allclose(at_inference[:, :-1], keras.ops.convert_to_numpy(classifier(images, training=False)),
+                               atol=1e-6)
     np.testing.assert_array_equal(at_inference[:, -1], 1.0)
     model.save(tmp_path / "mixing.keras")
     loaded = keras.saving.load_model(tmp_path / "mixing.keras")
