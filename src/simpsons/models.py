@@ -357,6 +357,14 @@ def check_mixing(policy: str) -> None:
         raise SimpsonsError(f"unknown mixing policy {policy!r}; choose one of {', '.join(MIXINGS)}")
 
 
+def _previous_in_batch(tensor):
+    """Each row's mixing partner: the row before it in the batch, the first row's the last one.
+
+    ``BatchMixing`` pairs the pictures and ``MixedCrossentropy`` their labels with it, so the two agree.
+    """
+    return keras.ops.roll(tensor, 1, axis=0)
+
+
 @keras.saving.register_keras_serializable("simpsons")
 class BatchMixing(_RandomLayer):
     """Mixes training pictures with the one before them in the batch (``MIXINGS``), each with probability ``rate``.
@@ -377,7 +385,7 @@ class BatchMixing(_RandomLayer):
         batch = ops.shape(images)[0]
         if not training or self.policy == "none":
             return images, ops.ones((batch, 1), dtype=images.dtype)
-        partner = ops.roll(images, 1, axis=0)
+        partner = _previous_in_batch(images)
         if self.policy == "cutmix":
             pasted = self._rectangles(images.shape[1], images.shape[2], batch) & (self._uniform(batch) < self.rate)
             own = 1.0 - ops.mean(ops.cast(pasted, images.dtype), axis=(1, 2))
@@ -415,7 +423,7 @@ class MixedCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         probabilities, own = y_pred[:, :-1], y_pred[:, -1:]
-        targets = own * y_true + (1.0 - own) * keras.ops.roll(y_true, 1, axis=0)
+        targets = own * y_true + (1.0 - own) * _previous_in_batch(y_true)
         return keras.losses.categorical_crossentropy(targets, probabilities, label_smoothing=self.label_smoothing)
 
     def get_config(self):
