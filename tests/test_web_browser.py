@@ -17,6 +17,8 @@ from helpers import REPO_ROOT
 from test_video import FPS, write_clip
 from test_web import make_dataset
 
+from simpsons.bundle import read_description
+from simpsons.prediction import default_model_path
 from simpsons.web import create_app, listen, url_of
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -107,7 +109,8 @@ def test_the_about_panel_names_the_stranger_detector_and_prior_correction(page):
 
     page.click('nav button[data-panel="about"]')
     facts = page.locator("#about-model")
-    expect(facts).to_contain_text("unknown below familiarity 0.0")
+    familiar = read_description(default_model_path())["stranger_detector"]["threshold"]
+    expect(facts).to_contain_text(f"unknown below familiarity {familiar:.3f}")
     expect(facts).to_contain_text("mirror image")
     expect(facts).to_contain_text("strength 0.4: every character counted as equally likely")
     expect(page.locator("#about-characters li")).to_have_count(20)

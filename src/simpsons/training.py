@@ -74,15 +74,16 @@ PRESETS: dict[str, Recipe] = {
             "laptop", "resnet_small_hr", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
             label_smoothing=0.1, augmentation="strong", class_weighting=True, budget_minutes=30,
             description="the strong recipe on the pooling-stem ResNet at 96 px, as many epochs (up to 60) as "
-                        "fit in 30 minutes of training on this machine (48 on a 2-core Intel Xeon with TensorFlow)",
+                        "fit in 30 minutes of training on this machine (48 on a 2-core Intel Xeon with TensorFlow); "
+                        "--arch resnet_small --augmentation robust --budget 85: the shipped default's first stage",
         ),
         Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
                         "augmentation (light_robust for a model trained with robust), so it sees the sharper "
-                        "pictures it will be given (the second stage of the shipped default: about 3 minutes "
-                        "on a 2-core CPU)",
+                        "pictures it will be given (with --image-size 112, the second stage of the shipped "
+                        "default: about 6 minutes on a 2-core CPU)",
         ),
     )
 }
