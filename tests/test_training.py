@@ -67,6 +67,18 @@ def test_presets_and_overrides():
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
 
 
+def test_a_recipe_description_names_what_the_options_changed_in_the_preset():
+    """A bundle trained with `--preset laptop --arch resnet_small` must not describe the preset's network alone."""
+    laptop = PRESETS["laptop"]
+    assert resolve_recipe("laptop", None).description == laptop.description
+    assert resolve_recipe("laptop", "resnet_small_hr", augmentation="strong").description == laptop.description
+    changed = resolve_recipe("laptop", "resnet_small", augmentation="robust", budget_minutes=85)
+    assert changed.description == (
+        f"{laptop.description}; changed here: arch=resnet_small, augmentation=robust, budget_minutes=85")
+    fixres = resolve_recipe("fixres", None, init_augmentation="robust", image_size=112)
+    assert fixres.description.endswith("; changed here: image_size=112, augmentation=light_robust")
+
+
 def test_the_shipped_model_is_laptop_resnet_small_robust_then_fixres_112():
     """MODEL_CARD.md: the shipped model's first stage ran `--preset laptop --arch resnet_small --augmentation
     robust --budget 85` (55 epochs on the 2-core CPU; `--epochs 55` reproduces it), then `--preset fixres

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,15 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
         changes["augmentation"] = "light_robust"
     check_augmentation(changes.get("augmentation", recipe.augmentation))
     check_mixing(changes.get("mixing", recipe.mixing))
-    return replace(recipe, **changes)
+    resolved = replace(recipe, **changes)
+    return replace(resolved, description=describe_changes(PRESETS[preset], resolved))
+
+
+def describe_changes(preset: Recipe, recipe: Recipe) -> str:
+    """The preset's description followed by what ``recipe`` changed in it, so that a bundle says what it ran."""
+    changed = [f"{field.name}={getattr(recipe, field.name)}" for field in fields(Recipe)
+               if field.name != "description" and getattr(recipe, field.name) != getattr(preset, field.name)]
+    return f"{preset.description}; changed here: {', '.join(changed)}" if changed else preset.description
 
 
 def build_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
