@@ -103,7 +103,7 @@ def test_laptop_with_48_epochs_is_the_recipe_session_7_ran():
     ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
            "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
            "label_smoothing": 0.1, "augmentation": "strong", "mixing": "none", "class_weighting": True,
-           "fine_tune": False, "budget_minutes": None}
+           "fine_tune": False, "budget_minutes": None, "ema_momentum": None}
     recipe = asdict(resolve_recipe("laptop", None, epochs=48))
     del recipe["description"]
     assert recipe.pop("prior_correction") is True  # chosen after the training (since session 14): not the recipe ran
@@ -729,3 +729,28 @@ def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle,
     error = capsys.readouterr().err
     assert message in error and "Traceback" not in error
     assert not (tmp_path / "run" / "run.json").exists()  # refused before anything was written
+
+
+def test_a_moving_average_run_validates_and_ships_the_average_and_resumes_from_the_weights(training_folder, tmp_path):
+    run = tmp_path / "ema"
+    recipe = resolve_recipe("laptop", "resnet_small", epochs=2, ema_momentum=0.5, **FAST)
+    train(str(training_folder), str(run), recipe, characters=CHARACTERS, time_limit_minutes=1e-6)
+    assert state(run) == {"epochs_done": 1}
+    last = keras.saving.load_model(run / "last.keras")
+    weights, average = trainable_arrays(last), [keras.ops.convert_to_numpy(variable) for variable in
+                                                last.optimizer._model_variables_moving_average]
+    shipped = trainable_arrays(load_bundle(run / BUNDLE_NAME).model)
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(shipped, average))  # the average ships...
+    assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(shipped, weights))  # ...not the weights
+    assert len(shipped) == len(weights)
+
+    resume_training(str(run))  # the resume state holds the weights, and the average in the optimizer
+    assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
+    metrics = load_bundle(run / BUNDLE_NAME).metadata["metrics"]
+    assert metrics["prior_correction"]["validation_accuracy_without"] == pytest.approx(
+        max(row["val_accuracy"] for row in read_history(run / "history.csv")), abs=1e-6)
+
+
+def test_a_moving_average_needs_a_momentum_below_one():
+    with pytest.raises(SimpsonsError, match="--ema must be between 0 and 1"):
+        resolve_recipe("laptop", None, ema_momentum=1.0)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--budget", type=_positive_float, metavar="MINUTES",
                        help="as many epochs (at most --epochs or the preset's) as fit in this many minutes of "
                             "training on this machine, measured by a short probe first (the laptop preset's: 30)")
+    train.add_argument("--ema", type=_positive_float, metavar="MOMENTUM",
+                       help="validate and keep a moving average of the weights, updated every step with this "
+                            "momentum (e.g. 0.999; default: the weights themselves)")
     train.add_argument("--list-presets", action="store_true", help="print the presets and exit")
     train.add_argument("--no-prior-correction", dest="prior_correction", action="store_false", default=None,
                        help="keep the training pictures' frequencies in the answers (frequent characters win close "
@@ -292,6 +295,7 @@ def run_train(args: argparse.Namespace) -> int:
                             epochs=args.epochs, batch_size=args.batch_size,
                             image_size=args.image_size, learning_rate=args.learning_rate,
                             augmentation=args.augmentation, mixing=args.mixing, budget_minutes=args.budget,
+                            ema_momentum=args.ema,
                             prior_correction=args.prior_correction)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,

@@ -52,6 +52,7 @@ class Recipe:
     fine_tune: bool = False  # continues a trained model (train --init BUNDLE) rather than starting afresh
     budget_minutes: float | None = None  # when set, the epochs (at most ``epochs``) are sized to fit it here
     prior_correction: bool = True  # the bundle counts every character as equally likely (README: the model bundle)
+    ema_momentum: float | None = None  # when set, validation and the bundle use a moving average of the weights
 
 
 PRESETS: dict[str, Recipe] = {
@@ -113,6 +114,8 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("budget_minutes", 1) <= 0:
         raise SimpsonsError("--budget must be above 0 minutes")
+    if not 0 < changes.get("ema_momentum", 0.5) < 1:
+        raise SimpsonsError("--ema must be between 0 and 1 (e.g. 0.999)")
     if "epochs" in changes and "budget_minutes" not in changes:
         changes["budget_minutes"] = None  # epochs given: the preset's time budget no longer sizes them
     for key in ("epochs", "batch_size", "image_size"):
@@ -135,13 +138,14 @@ def describe_changes(preset: Recipe, recipe: Recipe) -> str:
 
 def build_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """The recipe's optimizer, its schedule counted in steps so that resuming continues it."""
+    ema = {"use_ema": recipe.ema_momentum is not None, "ema_momentum": recipe.ema_momentum or 0.99}
     if recipe.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=recipe.learning_rate)
+        return keras.optimizers.RMSprop(learning_rate=recipe.learning_rate, **ema)
     if recipe.optimizer == "sgd_step":
         schedule = keras.optimizers.schedules.ExponentialDecay(
             recipe.learning_rate, decay_steps=10 * steps_per_epoch, decay_rate=0.1, staircase=True
         )
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True)
+        return keras.optimizers.SGD(learning_rate=schedule, momentum=0.9, nesterov=True, **ema)
     if recipe.optimizer == "adamw_cosine":
         warmup = recipe.warmup_epochs * steps_per_epoch
         schedule = keras.optimizers.schedules.CosineDecay(
@@ -151,7 +155,7 @@ def build_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Op
             warmup_target=recipe.learning_rate,
             warmup_steps=warmup,
         )
-        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=recipe.weight_decay, **ema)
     raise SimpsonsError(f"unknown optimizer {recipe.optimizer!r}")
 
 
@@ -450,7 +454,7 @@ def train(
     try:
         model.fit(
             **data, epochs=recipe.epochs, initial_epoch=epochs_done, class_weight=class_weight,
-            callbacks=_callbacks(out, len(train_set), resume, time_limit_minutes), verbose=2 if _quiet() else 1,
+            callbacks=_callbacks(out, len(train_set), resume, time_limit_minutes, recipe.ema_momentum is not None), verbose=2 if _quiet() else 1,
         )
     except KeyboardInterrupt:
         interrupted = True
@@ -586,10 +590,13 @@ def _untuned_batches(images: np.ndarray, targets: np.ndarray, batch_size: int, s
     return batches.prefetch(1).with_options(options)
 
 
-def _callbacks(out: Path, train_images: int, resume: bool, time_limit_minutes: float | None) -> list:
-    """Speed and resume state, the best checkpoint on validation accuracy, and history.csv."""
+def _callbacks(out: Path, train_images: int, resume: bool, time_limit_minutes: float | None, ema: bool) -> list:
+    """Speed and resume state, the best checkpoint on validation accuracy, and history.csv. With ``ema``,
+    validation and the best checkpoint see the moving average of the weights, the resume state the weights."""
+    recorder = EpochRecorder(out, train_images, time_limit_minutes * 60 if time_limit_minutes else None)
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
     return [
-        EpochRecorder(out, train_images, time_limit_minutes * 60 if time_limit_minutes else None),
+        recorder, *swap,
         BestCheckpoint(out, best_so_far(out) if resume else None),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
     ]
