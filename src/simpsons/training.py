@@ -451,10 +451,11 @@ def train(
                     validation=(val_set.images, _one_hot(val_set.labels, num_classes)))
     started = time.perf_counter()
     interrupted = False
+    callbacks = _callbacks(out, len(train_set), resume, time_limit_minutes, ema=recipe.ema_momentum is not None)
     try:
         model.fit(
             **data, epochs=recipe.epochs, initial_epoch=epochs_done, class_weight=class_weight,
-            callbacks=_callbacks(out, len(train_set), resume, time_limit_minutes, recipe.ema_momentum is not None), verbose=2 if _quiet() else 1,
+            callbacks=callbacks, verbose=2 if _quiet() else 1,
         )
     except KeyboardInterrupt:
         interrupted = True
