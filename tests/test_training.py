@@ -740,9 +740,9 @@ def test_a_moving_average_run_validates_and_ships_the_average_and_resumes_from_t
     weights, average = trainable_arrays(last), [keras.ops.convert_to_numpy(variable) for variable in
                                                 last.optimizer._model_variables_moving_average]
     shipped = trainable_arrays(load_bundle(run / BUNDLE_NAME).model)
+    assert len(shipped) == len(weights) == len(average)  # zip below compares every array
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(shipped, average))  # the average ships...
     assert not all(np.allclose(a, b, atol=1e-6) for a, b in zip(shipped, weights))  # ...not the weights
-    assert len(shipped) == len(weights)
 
     resume_training(str(run))  # the resume state holds the weights, and the average in the optimizer
     assert [row["epoch"] for row in history_rows(run)] == ["0", "1"]
