@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--background", metavar="DIR",
                        help="pictures showing none of the characters (any names, any depth): "
                             "trained as one more class, no_character")
+    train.add_argument("--cutout-boxes", metavar="FILE",
+                       help="boxes of the characters (path,x1,y1,x2,y2,character per line) that the composite "
+                            "augmentation cuts them out along (default: annotation.txt beside DATA)")
     _add_selection(train)
 
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
@@ -299,7 +302,7 @@ def run_train(args: argparse.Namespace) -> int:
                             prior_correction=args.prior_correction)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
-          init_bundle=args.init)
+          init_bundle=args.init, cutout_boxes=args.cutout_boxes)
     return 0
 
 

@@ -122,6 +122,12 @@ def build_resnet_wide(num_classes: int, image_size: int) -> keras.Model:
     return build_resnet(num_classes, image_size, widths=(64, 128, 256, 512), stem_pool=True)
 
 
+def build_resnet_wide_small(num_classes: int, image_size: int) -> keras.Model:
+    """One basic block per stage at ResNet-18's widths (64-512) behind the max-pooling stem: 4.9 M weights,
+    four times ``resnet_small``'s, for about 1.3 times its training time on a CPU."""
+    return build_resnet(num_classes, image_size, widths=(64, 128, 256, 512), blocks=(1, 1, 1, 1), stem_pool=True)
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
@@ -132,6 +138,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         Architecture("resnet_hr", build_resnet_hr, "the ResNet with a max-pooling stem"),
         Architecture("resnet_small_hr", build_resnet_small_hr, "resnet_small with a max-pooling stem"),
         Architecture("resnet_wide", build_resnet_wide, "resnet_hr at ResNet-18's widths (64-512), for a GPU"),
+        Architecture("resnet_wide_small", build_resnet_wide_small,
+                     "one block per stage at ResNet-18's widths (64-512), max-pooling stem"),
     )
 }
 
@@ -272,6 +280,90 @@ class RandomErasing(_RandomLayer):
         return {**super().get_config(), "rate": self.rate, "area": list(self.area)}
 
 
+@keras.saving.register_keras_serializable("simpsons")
+class RandomBackground(_RandomLayer):
+    """Cuts the character out along its box and puts it, at a new size and place, on another background.
+
+    Takes pictures with a fourth channel, the cut-out mask: 255 inside the character's box, 0 outside
+    (255 everywhere for a picture without a box, which is then resized and moved whole). With
+    probability ``rate`` the box is resized so that its longer side spans a fraction in ``scale`` of the
+    picture (enlarged at most ``MAX_ENLARGEMENT`` times), placed at a random spot, and everything
+    outside it becomes a new background: a plain colour, white, a gradient between two colours, noise,
+    or the next picture of the batch. The network then meets the characters away from the sets,
+    sizes and framings of the episodes (artwork on plain backgrounds, a character small in a wide
+    shot). Gives the three colour channels; outside training it drops the mask and changes nothing.
+    """
+
+    MAX_ENLARGEMENT = 3.0
+
+    def __init__(self, rate: float = 0.5, scale: tuple[float, float] = (0.4, 1.0), seed: int | None = None,
+                 **kwargs):
+        super().__init__(seed, **kwargs)
+        self.rate = rate
+        self.scale = tuple(scale)
+
+    def call(self, images, training: bool = False):
+        return super().call(images, training) if training else images[..., :3]
+
+    def transform(self, images, batch):
+        ops = keras.ops
+        size = images.shape[1]  # square pictures
+        top, bottom = _mask_extent(ops.max(images[..., 3], axis=2))
+        left, right = _mask_extent(ops.max(images[..., 3], axis=1))
+        longer = ops.maximum(bottom - top, right - left)
+        factor = ops.minimum(self._uniform(batch, *self.scale) * size / longer, self.MAX_ENLARGEMENT)
+        centre_y = (bottom - top) * factor / 2 + self._uniform(batch) * ops.maximum(size - (bottom - top) * factor, 0)
+        centre_x = (right - left) * factor / 2 + self._uniform(batch) * ops.maximum(size - (right - left) * factor, 0)
+        grid = ops.arange(size, dtype="float32") + 0.5
+        rows, cols = ops.meshgrid(grid, grid, indexing="ij")
+        source_y = (rows[None] - centre_y) / factor + (top + bottom) / 2 - 0.5
+        source_x = (cols[None] - centre_x) / factor + (left + right) / 2 - 0.5
+        inside = ((source_y >= -0.5) & (source_y <= size - 0.5) & (source_x >= -0.5) & (source_x <= size - 0.5))
+        moved = _bilinear(images, ops.clip(source_y, 0, size - 1), ops.clip(source_x, 0, size - 1), 4)
+        keep = moved[..., 3:] / 255.0 * ops.cast(inside[..., None], images.dtype)
+        composed = keep * moved[..., :3] + (1 - keep) * self._backgrounds(images[..., :3], batch, size, size)
+        chosen = (self._uniform(batch) < self.rate)[..., None]
+        return ops.where(chosen, composed, images[..., :3])
+
+    def _backgrounds(self, pictures, batch, height: int, width: int):
+        """One new background per picture, of a kind drawn from ``BACKGROUNDS``."""
+        ops = keras.ops
+        first = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, seed=self.seed_generator)
+        second = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, seed=self.seed_generator)
+        angle = self._uniform(batch, 0.0, 2 * math.pi)
+        rows, cols = ops.meshgrid(ops.linspace(-0.5, 0.5, height), ops.linspace(-0.5, 0.5, width), indexing="ij")
+        along = ops.clip(ops.cos(angle) * cols[None] + ops.sin(angle) * rows[None] + 0.5, 0.0, 1.0)[..., None]
+        candidates = [
+            first * ops.ones_like(pictures),
+            ops.full_like(pictures, 255.0),
+            first + (second - first) * along,
+            keras.random.uniform(ops.shape(pictures), 0.0, 255.0, seed=self.seed_generator),
+            _previous_in_batch(pictures),
+        ]
+        kind = ops.floor(self._uniform(batch) * len(candidates))[..., None]
+        background = candidates[0]
+        for index, candidate in enumerate(candidates[1:], start=1):
+            background = ops.where(kind == index, candidate, background)
+        return background
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "scale": list(self.scale)}
+
+
+def _mask_extent(lines):
+    """First and one-past-last index (batch, 1, 1) where a (batch, n) mask profile is on (above half)."""
+    ops = keras.ops
+    on = ops.cast(lines > 127.5, "float32")
+    count = lines.shape[1]
+    first = ops.argmax(on, axis=1)
+    last = count - ops.argmax(ops.flip(on, axis=1), axis=1)
+    shaped = [ops.reshape(ops.cast(index, "float32"), (-1, 1, 1)) for index in (first, last)]
+    return shaped[0], ops.maximum(shaped[1], shaped[0] + 1)
+
+
 def _box_mask(top, left, box_height, box_width, height: int, width: int):
     """A (batch, height, width) mask of one rectangle per picture; the corners are (batch, 1, 1) pixel coordinates."""
     rows = keras.ops.arange(height, dtype="float32")[None, :, None]
@@ -312,7 +404,17 @@ AUGMENTATIONS: dict[str, str] = {
     "light": "flips, rotations up to 5 degrees and shifts of 5%: pictures close to those the model will "
              "be given, to fine-tune a model trained with another policy (the fixres preset)",
     "light_robust": "light plus colour and random erasing",
+    "composite": "half the characters cut out along their boxes and put, at 50-100% of their size, on new "
+                 "backgrounds (plain, white, gradient, noise, another frame; needs boxes), then flips, rotations "
+                 "up to 15 degrees, shifts of 12%, zoom 0.8-1.15x, contrast, brightness, colour and erasing",
+    "light_composite": "light plus colour and erasing, a third of the characters on new backgrounds",
 }
+CUTOUT_RATES = {"composite": 0.5, "light_composite": 0.3}  # the policies that put characters on new backgrounds
+
+
+def uses_cutouts(policy: str) -> bool:
+    """Whether the policy needs each training picture's cut-out mask as a fourth channel."""
+    return policy in CUTOUT_RATES
 
 
 def check_augmentation(policy: str) -> None:
@@ -325,10 +427,17 @@ def build_augmentation(policy: str, image_size: int, seed: int | None = None) ->
     """Random transformations applied in the training graph only; ``AUGMENTATIONS`` describes the policies."""
     check_augmentation(policy)
     light = policy.startswith("light")
+    cutouts = [RandomBackground(CUTOUT_RATES[policy], seed=seed)] if uses_cutouts(policy) else []
     if light:
         augment = [RandomAffine(5.0, 0.05, (1.0, 1.0), seed=seed)]
     elif policy == "article":
         augment = [RandomAffine(10.0, 0.1, (1.0, 1.0), seed=seed)]
+    elif policy == "composite":
+        augment = [
+            RandomAffine(15.0, 0.12, (0.8, 1.15), seed=seed),
+            layers.RandomContrast(0.25, value_range=(0, 255), seed=seed),
+            layers.RandomBrightness(0.25, value_range=(0, 255), seed=seed),
+        ]
     else:
         augment = [
             RandomAffine(10.0, 0.1, (0.9, 1.4), seed=seed),
@@ -337,9 +446,11 @@ def build_augmentation(policy: str, image_size: int, seed: int | None = None) ->
         ]
     if policy.endswith("robust"):
         augment += [RandomColour(seed=seed), RandomErasing(seed=seed)]
+    elif policy.endswith("composite"):
+        augment += [RandomColour(seed=seed), RandomErasing(rate=0.25, seed=seed)]
     if not light:
         augment += [layers.Rescaling(1 / 255), layers.GaussianNoise(0.015, seed=seed), layers.Rescaling(255.0)]
-    return keras.Sequential(augment, name=f"augment_{policy}")
+    return keras.Sequential(cutouts + augment, name=f"augment_{policy}")
 
 
 MIXINGS: dict[str, str] = {
@@ -444,7 +555,8 @@ def build_training_model(classifier: keras.Model, augmentation: keras.Sequential
     their own share of the target as a last column, for ``MixedCrossentropy`` and ``own_label_accuracy``.
     """
     size = classifier.input_shape[1]
-    inputs = keras.Input(shape=(size, size, 3), name="pixels")
+    channels = 4 if isinstance(augmentation.layers[0], RandomBackground) else 3  # the cut-out mask rides along
+    inputs = keras.Input(shape=(size, size, channels), name="pixels")
     pictures = augmentation(inputs)
     if mixing == "none":
         return keras.Model(inputs, classifier(pictures), name="training_model")

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from simpsons import data as datasets
+from simpsons.boxes import cutout_masks, find_boxes_file, read_boxes
 from simpsons.bundle import Bundle, load_bundle, save_bundle, write_atomically
 from simpsons.errors import SimpsonsError
 from simpsons.models import (
@@ -26,6 +27,7 @@ from simpsons.models import (
     classifier_of,
     get_architecture,
     own_label_accuracy,
+    uses_cutouts,
 )
 
 BUNDLE_NAME = "model.simpsons"
@@ -79,10 +81,19 @@ PRESETS: dict[str, Recipe] = {
                         "--arch resnet_small --augmentation robust --budget 85: the shipped default's first stage",
         ),
         Recipe(
+            "wide", "resnet_wide_small", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
+            label_smoothing=0.1, augmentation="composite", class_weighting=True, budget_minutes=100,
+            description="ResNet-18's widths, one block per stage, at 96 px with the composite augmentation "
+                        "(characters cut out along their boxes onto new backgrounds, mild geometry, colour, "
+                        "erasing): as many epochs (up to 60) as fit in 100 minutes of training on this machine; "
+                        "the shipped default's first stage",
+        ),
+        Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
-                        "augmentation (light_robust for a model trained with robust), so it sees the sharper "
+                        "augmentation (light_robust or light_composite for a model trained with robust or "
+                        "composite), so it sees the sharper "
                         "pictures it will be given (with --image-size 112, the second stage of the shipped "
                         "default: about 6 minutes on a 2-core CPU)",
         ),
@@ -90,7 +101,7 @@ PRESETS: dict[str, Recipe] = {
 }
 DEFAULT_PRESET_FOR_ARCH = {
     "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong", "resnet_wide": "strong",
-    "resnet_small": "laptop", "resnet_small_hr": "laptop",
+    "resnet_small": "laptop", "resnet_small_hr": "laptop", "resnet_wide_small": "wide",
 }
 
 
@@ -121,8 +132,10 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
-    if recipe.fine_tune and "augmentation" not in changes and (init_augmentation or "").endswith("robust"):
-        changes["augmentation"] = "light_robust"
+    if recipe.fine_tune and "augmentation" not in changes:
+        for family in ("robust", "composite"):
+            if (init_augmentation or "").endswith(family):
+                changes["augmentation"] = f"light_{family}"
     check_augmentation(changes.get("augmentation", recipe.augmentation))
     check_mixing(changes.get("mixing", recipe.mixing))
     resolved = replace(recipe, **changes)
@@ -377,11 +390,15 @@ def train(
     time_limit_minutes: float | None = None,
     background_dir: str | None = None,
     init_bundle: str | None = None,
+    cutout_boxes: str | None = None,
 ) -> Path:
     """Train ``recipe`` on ``data_dir`` and write the run folder; returns the bundle's path.
 
     With ``background_dir``, its pictures (frames showing none of the characters) become one more
     class, ``no_character``, split and evaluated like the others.
+
+    A recipe whose augmentation cuts characters out (``composite``) reads their boxes from ``cutout_boxes``
+    (default: ``annotation.txt`` beside ``data_dir``); pictures without a box are shrunk and moved whole.
 
     With ``init_bundle``, training starts from that bundle's weights (same architecture and
     characters, any input size) and, unless told otherwise, from its seed and validation fraction,
@@ -418,9 +435,11 @@ def train(
         raise SimpsonsError(f"{init_bundle} answers for {len(init.characters)} classes and this data gives "
                             f"{num_classes}: give --background exactly when the model has the no_character class")
     print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
+    boxes_file = _cutout_boxes_file(recipe, data_dir, cutout_boxes)
+    train_fit, val_fit = _with_cutout_masks(train_set, val_set, boxes_file, recipe.image_size)
     budget = earlier_run.get("budget")  # a resumed run keeps what sized its epochs
     if recipe.budget_minutes and not resume:
-        recipe, budget = _sized_to_budget(recipe, train_set, val_set, num_classes, seed)
+        recipe, budget = _sized_to_budget(recipe, train_fit, val_fit, num_classes, seed)
         keras.utils.set_random_seed(seed)  # the run starts as it would have without the probe
         time_limit_minutes = time_limit_minutes or budget["time_limit_minutes"]
 
@@ -432,6 +451,7 @@ def train(
         "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()), "characters": images.characters,
         "validation_fraction": validation_fraction, "train_images": len(train_set), "validation_images": len(val_set),
         "data_fingerprint": fingerprint, "background": background_dir and str(Path(background_dir).resolve()),
+        "cutout_boxes": boxes_file and str(boxes_file),
     }
     if budget is not None:
         run["budget"] = budget
@@ -447,8 +467,8 @@ def train(
             _copy_weights(init, classifier_of(model), init_bundle)
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
     class_weight = balanced_class_weights(train_set.labels, num_classes) if recipe.class_weighting else None
-    data = fit_data((train_set.images, _one_hot(train_set.labels, num_classes)), recipe.batch_size, seed,
-                    validation=(val_set.images, _one_hot(val_set.labels, num_classes)))
+    data = fit_data((train_fit.images, _one_hot(train_set.labels, num_classes)), recipe.batch_size, seed,
+                    validation=(val_fit.images, _one_hot(val_set.labels, num_classes)))
     started = time.perf_counter()
     interrupted = False
     callbacks = _callbacks(out, len(train_set), resume, time_limit_minutes, ema=recipe.ema_momentum is not None)
@@ -466,6 +486,32 @@ def train(
                 "train_seconds_this_session": round(train_seconds, 1)}
     training_counts = np.bincount(train_set.labels, minlength=num_classes).tolist() if recipe.prior_correction else None
     return _save_result(model, out, images.characters, val_set, training_counts, test_dir, metadata)
+
+
+def _cutout_boxes_file(recipe: Recipe, data_dir: str, given: str | None) -> Path | None:
+    """The boxes file a cutting-out augmentation reads (None for the other policies)."""
+    if not uses_cutouts(recipe.augmentation):
+        return None
+    found = Path(given) if given else find_boxes_file(data_dir)
+    if found is None or not found.is_file():
+        raise SimpsonsError(f"the {recipe.augmentation} augmentation cuts characters out along their boxes: "
+                            f"give cutout_boxes (annotation.txt; none found beside {data_dir})")
+    return found.resolve()
+
+
+def _with_cutout_masks(
+    train_set: datasets.LabelledImages, val_set: datasets.LabelledImages, boxes_file: Path | None, size: int,
+) -> tuple[datasets.LabelledImages, datasets.LabelledImages]:
+    """The pictures ``fit`` reads: with a boxes file, each gets its cut-out mask as a fourth channel (validation
+    pictures a full one: they are shown as they are)."""
+    if boxes_file is None:
+        return train_set, val_set
+    masks = cutout_masks(train_set.paths, read_boxes(boxes_file), size)
+    boxed = int(np.sum(masks.min(axis=(1, 2)) == 0))
+    print(f"{boxed} of {len(train_set)} training pictures have a box to cut their character out along ({boxes_file})")
+    full = np.full((*val_set.images.shape[:3], 1), 255, dtype=np.uint8)
+    return (replace(train_set, images=np.concatenate([train_set.images, masks[..., None]], axis=-1)),
+            replace(val_set, images=np.concatenate([val_set.images, full], axis=-1)))
 
 
 def _sized_to_budget(
@@ -677,7 +723,7 @@ def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Pa
     return train(
         run["data"], run_dir, Recipe(**run["recipe"]), seed=run["seed"], characters=run["characters"],
         validation_fraction=run["validation_fraction"], resume=True, time_limit_minutes=time_limit_minutes,
-        background_dir=run.get("background"),
+        background_dir=run.get("background"), cutout_boxes=run.get("cutout_boxes"),
     )
 
 
