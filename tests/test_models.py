@@ -25,10 +25,16 @@ from simpsons.models import (
     get_architecture,
     own_label_accuracy,
     scoring_network,
+    uses_cutouts,
 )
 from simpsons.prediction import softmax
 
 SIZE = 32
+
+
+def with_full_masks(images: np.ndarray) -> np.ndarray:
+    """Pictures with the cut-out mask channel of pictures without a box (255 everywhere)."""
+    return np.concatenate([images, np.full((*images.shape[:3], 1), 255.0, np.float32)], axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +47,8 @@ def batch(samples_dir) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_registry():
-    assert set(ARCHITECTURES) == {"seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide"}
+    assert {"seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide",
+            "resnet_wide_small"} <= set(ARCHITECTURES)
     for name, arch in ARCHITECTURES.items():
         assert get_architecture(name) is arch
     with pytest.raises(SimpsonsError, match="unknown architecture 'vgg'.*seed"):
@@ -115,9 +122,10 @@ def test_number_of_classes(classes):
 def test_augmentation_changes_pictures_only_in_training(policy, batch):
     images, _ = batch
     augmentation = build_augmentation(policy, SIZE, seed=1)
+    given = with_full_masks(images) if uses_cutouts(policy) else images
 
-    augmented = np.asarray(augmentation(images, training=True))
-    untouched = np.asarray(augmentation(images, training=False))
+    augmented = np.asarray(augmentation(given, training=True))
+    untouched = np.asarray(augmentation(given, training=False))
 
     assert augmented.shape == images.shape
     assert np.abs(augmented - images).mean() > 1.0
