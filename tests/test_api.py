@@ -18,9 +18,9 @@ from test_cli import run_cli
 from test_video import FPS, write_clip
 
 import simpsons
+from simpsons.bundle import load_bundle
 from simpsons.errors import SimpsonsError
 from simpsons.export import export_onnx
-from simpsons.bundle import load_bundle
 from simpsons.prediction import Prediction, Predictor
 
 HEAVY_MODULES = ("keras", "tensorflow", "matplotlib", "torch", "jax", "sklearn", "onnxruntime", "av")

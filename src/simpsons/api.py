@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union, overload
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 from PIL import Image
@@ -21,7 +21,7 @@ from simpsons.prediction import Prediction, Predictor
 if TYPE_CHECKING:
     from simpsons.video import Sample, Segment, VideoInfo
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = str | Path | Image.Image | np.ndarray
 CHUNK = 256  # pictures decoded and classified together: bounds the memory a long list takes
 
 
