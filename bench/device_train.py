@@ -60,13 +60,13 @@ CANDIDATES = {
         Candidate("hr_robust", "strong", "resnet_hr", 150, True, "robust", "light_robust"),
         Candidate("small_hr_robust_cutmix", "strong", "resnet_small_hr", 300, True, "robust", "light_robust", "cutmix"),
         Candidate("wide_robust_cutmix", "strong", "resnet_wide", 150, True, "robust", "light_robust", "cutmix"),
-        # without the pooling stem the blocks see 48x48 maps at 96 px, not 24x24 (session 18: on the CPU,
-        # resnet_small reached 0.960 balanced validation in one stage where resnet_small_hr stops near 0.94)
+        # without the pooling stem the blocks see 48x48 maps at 96 px, not 24x24 (on the CPU, resnet_small
+        # reaches 0.960 balanced validation in one stage where resnet_small_hr stops near 0.94)
         Candidate("small_robust", "strong", "resnet_small", 200, True, "robust", "light_robust"),
         Candidate("resnet_robust", "strong", "resnet", 150, True, "robust", "light_robust"),
     )
 }
-# Reading and decoding the pack, building and compiling the network: 60-100 s a run on the H100 (session 11),
+# Reading and decoding the pack, building and compiling the network: 60-100 s a run on an H100,
 # all counted by --time-limit
 START_SECONDS = 90
 PART_BYTES = 15 * 2**20  # files come back from the GPU machine in pieces of at most 16 MiB

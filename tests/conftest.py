@@ -22,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def simpsons_cache_dir(tmp_path_factory: pytest.TempPathFactory):
-    """Keep every decoded-image cache of the session in a temporary folder, never in ~/.cache."""
+    """Keep every decoded-image cache of the test run in a temporary folder, never in ~/.cache."""
     folder = tmp_path_factory.mktemp("simpsons-cache")
     previous = os.environ.get("SIMPSONS_CACHE_DIR")
     os.environ["SIMPSONS_CACHE_DIR"] = str(folder)

@@ -391,12 +391,13 @@ def test_train_list_presets(capsys):
     policies, rest = rest.split("\n\nmixing policies (--mixing):\n")
     mixings, architectures = rest.split("\n\narchitectures (--arch):\n")
     assert [line.split()[0] for line in presets.splitlines()] == [
-        "article", "article6", "strong", "laptop", "fixres"]
+        "article", "article6", "strong", "laptop", "wide", "fixres"]
     assert [line.split()[0] for line in policies.splitlines()] == [
-        "article", "strong", "robust", "light", "light_robust"]
+        "article", "strong", "robust", "light", "light_robust", "composite", "light_composite"]
     assert [line.split()[0] for line in mixings.splitlines()] == ["none", "cutmix", "mixup"]
     assert [line.split()[0] for line in architectures.splitlines()] == [
-        "seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide"]
+        "seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide",
+        "resnet_wide_small"]
 
 
 @pytest.mark.parametrize("option", ["--learning-rate", "--budget"])

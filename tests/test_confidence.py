@@ -282,17 +282,17 @@ def test_familiarity_by_hand():
                                [0.5, 1 / (1 + np.exp(-2.0))], atol=1e-6)
     stored = predictions.StrangerDetector.from_description(detector.description())
     assert (stored.answer_weight, stored.answer) == (2.0, "max logit")
-    # the figure it reads: the max logit here, the best probability for the bundles of session 7
+    # the figure it reads: the max logit here; a detector stored with `probability_weight` reads the best probability
     logits, probabilities = np.array([[1.0, 3.0], [-2.0, -1.0]]), np.array([[0.1, 0.9], [0.3, 0.7]])
     np.testing.assert_allclose(predictions.answer_figure(detector.answer, logits, probabilities), [3.0, -1.0])
-    session_7 = {"weights": [1.0, -1.0], "bias": 0.2, "threshold": 0.5, "probability_weight": 2.0}
-    older = predictions.StrangerDetector.from_description(session_7)
+    with_probability_weight = {"weights": [1.0, -1.0], "bias": 0.2, "threshold": 0.5, "probability_weight": 2.0}
+    older = predictions.StrangerDetector.from_description(with_probability_weight)
     assert (older.answer_weight, older.answer) == (2.0, "best probability")
     np.testing.assert_allclose(predictions.answer_figure(older.answer, logits, probabilities), [0.9, 0.7])
-    session_6 = {key: value for key, value in session_7.items() if key != "probability_weight"}
-    assert predictions.StrangerDetector.from_description(session_6).answer_weight == 0.0
+    features_only = {key: value for key, value in with_probability_weight.items() if key != "probability_weight"}
+    assert predictions.StrangerDetector.from_description(features_only).answer_weight == 0.0
     with pytest.raises(SimpsonsError, match="reads 'energy'"):
-        predictions.StrangerDetector.from_description({**session_7, "answer": "energy"})
+        predictions.StrangerDetector.from_description({**with_probability_weight, "answer": "energy"})
 
 
 def test_the_predictor_gives_the_detector_its_best_probability(tmp_path, pixels):

@@ -1,4 +1,4 @@
-"""``simpsons label``: scripted sessions over a generated clip and the shared ones."""
+"""``simpsons label``: scripted labelling runs over a generated clip and the shared ones."""
 
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def test_the_window_is_told_each_picture(tmp_path):
 # --------------------------------------------------------------------------- labelling by hand
 
 
-def test_scripted_session_crops_names_and_log(capsys, monkeypatch, clip, tmp_path):
+def test_scripted_run_crops_names_and_log(capsys, monkeypatch, clip, tmp_path):
     dataset = tmp_path / "set"
     (dataset / "charles_montgomery_burns").mkdir(parents=True)
     (dataset / "homer_simpson").mkdir()
@@ -478,12 +478,12 @@ def test_an_unreadable_crop_is_refused_and_stays(capsys, monkeypatch, tmp_path):
     broken = dataset / "_review" / "homer_simpson" / "pic_0000.jpg"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a picture")
-    with labelling.open_session(dataset) as session:
+    with labelling.open_session(dataset) as review:
         with pytest.raises(labelling.UnreadablePicture) as refused:
-            labelling.accept_crop(session, broken, "homer_simpson")
+            labelling.accept_crop(review, broken, "homer_simpson")
     assert isinstance(refused.value, SimpsonsError) and str(refused.value) == f"not a readable picture: {broken}"
     assert broken.read_bytes() == b"not a picture" and not (dataset / "homer_simpson").exists()
-    assert session.moves == [] and log_rows(dataset) == []
+    assert review.moves == [] and log_rows(dataset) == []
 
     good = waiting(dataset, "homer_simpson", "homer_simpson_0", "pic_0001.jpg")
     answers(monkeypatch, "a")
@@ -498,22 +498,22 @@ def test_undo_keeps_a_decision_whose_crop_is_gone_and_removes_an_emptied_rejecte
     first = waiting(dataset, "_unsure", "homer_simpson_0")
     second = waiting(dataset, "_unsure", "bart_simpson_0", "pic_0001.jpg")
     rejected = dataset / "_review" / "_rejected"
-    with labelling.open_session(dataset) as session:
-        moved = [labelling.reject_crop(session, first), labelling.reject_crop(session, second)]
+    with labelling.open_session(dataset) as review:
+        moved = [labelling.reject_crop(review, first), labelling.reject_crop(review, second)]
         aside = moved[1].rename(tmp_path / "aside.jpg")
         with pytest.raises(SimpsonsError, match=r"^cannot undo: .*_rejected/pic_0001\.jpg is no longer there"):
-            labelling.undo_review(session)
-        assert len(session.moves) == 2 and first.parent.is_dir() and not second.exists()
+            labelling.undo_review(review)
+        assert len(review.moves) == 2 and first.parent.is_dir() and not second.exists()
         aside.rename(moved[1])  # put back: the undo can be retried
-        assert labelling.undo_review(session) == second and second.is_file()
+        assert labelling.undo_review(review) == second and second.is_file()
         assert files_in(rejected) == ["pic_0000.jpg"]  # not empty: kept
         (rejected / "notes.txt").write_text("mine")
-        waiting_again = labelling.undo_review(session)
+        waiting_again = labelling.undo_review(review)
         assert waiting_again == first and first.is_file() and (rejected / "notes.txt").read_text() == "mine"
         (rejected / "notes.txt").unlink()
-        labelling.reject_crop(session, first)
-        assert labelling.undo_review(session) == first and not rejected.exists()
-        assert labelling.undo_review(session) is None
+        labelling.reject_crop(review, first)
+        assert labelling.undo_review(review) == first and not rejected.exists()
+        assert labelling.undo_review(review) is None
     assert [r["action"] for r in log_rows(dataset)] == ["review_rejected", "review_rejected", "review_undo",
                                                     "review_undo", "review_rejected", "review_undo"]
 

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from simpsons import __version__
 from simpsons.errors import SimpsonsError
 
 EXIT_USAGE = 2
@@ -45,6 +46,7 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simpsons", description="Recognise characters of The Simpsons.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     dataset = commands.add_parser("dataset", help="inspect or pack a dataset").add_subparsers(dest="action", required=True)
