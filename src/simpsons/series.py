@@ -291,8 +291,8 @@ def plot_series(summary: dict, path: str | Path) -> None:
     seconds = np.array([[row["screen_time"].get(name, 0.0) for row in rows] for name in names]).reshape(
         len(names), len(rows))
     scale, unit = (60, "minutes") if seconds.size and seconds.max() >= 120 else (1, "seconds")
-    width = min(36.0, max(8.0, 4.5 + 0.45 * len(rows)))
-    figure, axes = plt.subplots(figsize=(width, 1.8 + 0.36 * max(1, len(names))))
+    width = min(22.0, max(8.0, 4.5 + 0.45 * len(rows)))
+    figure, axes = plt.subplots(figsize=(width, max(4.0, 1.8 + 0.36 * len(names))))
     if names and rows:
         values = seconds / scale
         image = axes.imshow(np.ma.masked_equal(values, 0), aspect="auto", cmap="viridis", interpolation="nearest",
@@ -331,10 +331,11 @@ def _episode_axis(axes, videos: list[str]) -> None:
                         ha="right", fontsize=8)
     elif len(starts) > 1:
         ends = starts[1:] + [len(videos)]
-        axes.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends)], [folders[a] for a in starts], rotation=60,
-                        ha="right", fontsize=8)
+        axes.set_xticks([(a + b - 1) / 2 for a, b in zip(starts, ends)], [folders[a] for a in starts],
+                        rotation=0 if len(starts) <= 16 else 60, ha="center" if len(starts) <= 16 else "right")
+        axes.set_xlabel(f"{len(videos)} episodes, by folder")
     else:
-        axes.set_xlabel("episode")
+        axes.set_xlabel(f"{len(videos)} episodes")
 
 
 def _count(number: int, thing: str) -> str:
