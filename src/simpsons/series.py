@@ -74,18 +74,18 @@ def plan_series(series_dir: str | Path, out_dir: str | Path, given: Outputs = Ou
 
 def is_complete(episode: Episode, settings: dict) -> bool:
     """Whether every output exists and the timeline was made with these settings (files are written whole)."""
+    return complete_timeline(episode, settings) is not None
+
+
+def complete_timeline(episode: Episode, settings: dict) -> dict | None:
+    """The episode's JSON timeline when the episode is complete (see ``is_complete``), else ``None``."""
     if not all(path.is_file() for _, path in episode.outputs.items()):
-        return False
-    timeline = read_timeline(episode)
-    return timeline is not None and timeline.get("settings") == settings
-
-
-def read_timeline(episode: Episode) -> dict | None:
-    """The episode's JSON timeline, or ``None`` when it is missing or unreadable."""
+        return None
     try:
-        return json.loads(episode.outputs.timeline.read_text())
+        timeline = json.loads(episode.outputs.timeline.read_text())
     except (OSError, ValueError):
         return None
+    return timeline if isinstance(timeline, dict) and timeline.get("settings") == settings else None
 
 
 # --------------------------------------------------------------------------- on a worker
@@ -107,15 +107,16 @@ def worker_predictor(model: str | None) -> Predictor:
         return _cached_predictor(model)
 
 
-def analyse_episode(path: Path, outputs: Outputs, options: Options, model: str | None) -> tuple[float, float] | str:
-    """One task: analyse the video and write its outputs.
+def analyse_episode(path: Path, outputs: Outputs, options: Options, model: str | None,
+                    model_name: str = "default") -> tuple[float, float] | str:
+    """One task: analyse the video with ``model`` (``None``: the shipped one) and write its outputs, whose
+    settings name the model ``model_name``.
 
     Returns the video's and the analysis's seconds, or why the video cannot be analysed (a broken file is an
     answer, not a failure of the worker); other errors raise.
     """
     try:
-        result, _ = process_video(path, worker_predictor(model), options, outputs, str(model or "default"),
-                                  progress=False)
+        result, _ = process_video(path, worker_predictor(model), options, outputs, model_name, progress=False)
     except SimpsonsError as error:
         return str(error)
     return result.info.duration, result.seconds
@@ -188,8 +189,9 @@ def run_episodes(client: Client, episodes: list[Episode], options: Options, mode
     from distributed import as_completed
     from tqdm import tqdm
 
-    futures = {client.submit(analyse_episode, e.path, e.outputs, options, model, pure=False,
-                             key=f"{e.video}-{uuid.uuid4().hex}"): e for e in episodes}
+    path = str(Path(model).absolute()) if model else None  # the same on a worker started in another folder
+    futures = {client.submit(analyse_episode, e.path, e.outputs, options, path, str(model or "default"),
+                             pure=False, key=f"{e.video}-{uuid.uuid4().hex}"): e for e in episodes}
     outcome = Outcome()
     bar = tqdm(total=len(episodes), unit="episode", desc="episodes", disable=None if progress else True,
                dynamic_ncols=True)
@@ -239,7 +241,7 @@ def summarise(series_dir: str | Path, out_dir: str | Path, episodes: list[Episod
     """What ``series.json`` holds, from the timelines on disk: totals, one row per complete episode, failures."""
     rows, unfinished = [], []
     for episode in episodes:
-        timeline = read_timeline(episode) if is_complete(episode, settings) else None
+        timeline = complete_timeline(episode, settings)
         if timeline is None:
             if episode.video not in failures:
                 unfinished.append(episode.video)
