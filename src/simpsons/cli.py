@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="presence threshold (default: the bundle's threshold, else 0.5)")
     video.add_argument("--smooth", type=_positive, default=3, metavar="N",
                        help="majority filter over N neighbouring samples, odd (default 3; 1 = none)")
+    video.add_argument("--workers", type=_positive, metavar="N",
+                       help="a folder of episodes: analyse N at a time in local worker processes (default: the cores)")
+    video.add_argument("--cluster", metavar="ADDRESS",
+                       help="a folder of episodes: run them on the Dask scheduler at ADDRESS (tcp://host:8786)")
     serve = commands.add_parser("serve", help="the web app: drop a picture or a clip in the browser; review labels")
     serve.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
@@ -473,6 +477,13 @@ def run_video(args: argparse.Namespace) -> int:
 
     options = _video_options(args)
     given = videos.Outputs(*(Path(p) if p else None for p in (args.timeline, args.srt, args.chart, args.out)))
+    if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
+        from simpsons.series import run_series
+
+        run_series(args.inputs[0], args.out_dir, given, options, args.model, args.workers, args.cluster)
+        return 0
+    if args.workers or args.cluster:
+        raise SimpsonsError("--workers and --cluster take one folder of episodes")
     found = videos.find_videos(args.inputs)
     several = len(found) > 1
     derive = several or args.out_dir is not None or any(Path(p).is_dir() for p in args.inputs)
