@@ -14,15 +14,17 @@ from helpers import TEST_CHARACTERS, make_bundle, open_sample
 from simpsons.bundle import load_bundle, read_description, save_bundle
 from simpsons.data import load_images
 from simpsons.cli import main
-from simpsons.confidence import (
+from simpsons.calibration import (
     PRIOR_STRENGTHS,
-    Objective,
     balanced_accuracy,
-    confidence_figures,
-    expected_calibration_error,
     fit_prior_correction,
     fit_temperature,
     negative_log_likelihood,
+)
+from simpsons.confidence import (
+    Objective,
+    confidence_figures,
+    expected_calibration_error,
     recommend_thresholds,
     summarise_figures,
     threshold_curves,

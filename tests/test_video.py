@@ -20,8 +20,8 @@ from test_cli import one_line_error, run_cli, run_installed
 
 from simpsons import video
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
-from simpsons.video import (CropLabel, Sample, Segment, analyse_video, crop_labels, draw_labels, label_font,
-                            presence_matrix, smooth, srt_cues, srt_text)
+from simpsons.timeline import Segment, smooth, srt_cues, srt_text
+from simpsons.video import CropLabel, Sample, analyse_video, crop_labels, draw_labels, label_font, presence_matrix
 
 
 FPS = 10
