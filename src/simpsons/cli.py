@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_dataset_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons dataset stats DATA and dataset pack DATA --out FILE.``"""
+    """``dataset stats DATA`` and ``dataset pack DATA --out FILE``."""
     dataset = commands.add_parser("dataset", help="inspect or pack a dataset").add_subparsers(dest="action", required=True)
     stats = dataset.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
     stats.add_argument("data", help="dataset folder (one folder per character, or flat <character>_<n>.jpg)")
@@ -74,7 +74,7 @@ def add_dataset_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons train DATA --out RUN_DIR (or --resume RUN_DIR, or --list-presets).``"""
+    """``train DATA --out RUN_DIR``, ``train --resume RUN_DIR`` and ``train --list-presets``."""
     train = commands.add_parser("train", help="train a model and write a run folder with a model bundle")
     train.add_argument("data", nargs="?", help="training dataset folder or .pack.npz")
     train.add_argument("--out", help="run folder to create")
@@ -117,7 +117,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons evaluate DATA: per-character metrics on a labelled set.``"""
+    """``evaluate DATA``: per-character metrics on a labelled set."""
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
     evaluate.add_argument("data", help="labelled images (either layout)")
     evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
@@ -128,7 +128,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons export [BUNDLE] --onnx FILE.``"""
+    """``export [BUNDLE] --onnx FILE``."""
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
     export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
@@ -138,7 +138,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_predict_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons predict PATHS...: the character in each picture.``"""
+    """``predict PATHS...``: the character in each picture."""
     predict = commands.add_parser("predict", help="name the character in pictures")
     predict.add_argument("paths", nargs="+", help="image files or folders")
     predict.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
@@ -147,7 +147,7 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_confidence_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons confidence DATA --report-dir DIR: the confidence study.``"""
+    """``confidence DATA --report-dir DIR``: the confidence study."""
     confidence = commands.add_parser("confidence", help="confidence study: correct vs wrong, thresholds, calibration")
     confidence.add_argument("data", help="labelled images (either layout) to study")
     confidence.add_argument("--model", help="model bundle (default: the shipped model; --write needs one)")
@@ -178,7 +178,7 @@ def add_confidence_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_label_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons label [videos] VIDEOS... --into DATASET`` and ``simpsons label review DATASET``."""
+    """``label [videos] VIDEOS... --into DATASET`` and ``label review DATASET``."""
     label = commands.add_parser("label", help="label video frames into a dataset; review what --auto filed",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
                                             "(or with --auto, by the model into DATASET/_review/); "
@@ -207,7 +207,7 @@ def _with_label_action(argv: list[str]) -> list[str]:
 
 
 def add_video_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons video INPUTS...: who is on screen when.``"""
+    """``video INPUTS...``: who is on screen when."""
     video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT, chart, "
                                               "annotated video")
     video.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -233,7 +233,7 @@ def add_video_command(commands: argparse._SubParsersAction) -> None:
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
-    """``simpsons serve: the web app.``"""
+    """``serve``: the web app."""
     serve = commands.add_parser("serve", help="the web app: drop a picture or a clip in the browser; review labels")
     serve.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
@@ -386,7 +386,7 @@ def run_train(args: argparse.Namespace) -> int:
                             image_size=args.image_size, learning_rate=args.learning_rate,
                             augmentation=args.augmentation, mixing=args.mixing, budget_minutes=args.budget,
                             ema_momentum=args.ema,
-                            prior_correction=args.prior_correction, log=print)
+                            prior_correction=args.prior_correction)
     train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
           test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
           init_bundle=args.init, cutout_boxes=args.cutout_boxes)
