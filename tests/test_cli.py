@@ -48,6 +48,7 @@ def run_installed(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(executable), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_subprocess_missing_dataset_exits_2(tmp_path):
     result = run_installed("dataset", "stats", str(tmp_path / "nowhere"), cwd=tmp_path)
 
@@ -57,6 +58,7 @@ def test_subprocess_missing_dataset_exits_2(tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_subprocess_corrupt_model_exits_2(tmp_path, sample_paths):
     corrupt = tmp_path / "broken.simpsons"
     corrupt.write_bytes(os.urandom(5000))
@@ -425,6 +427,7 @@ def test_train_resume_of_nothing(capsys, tmp_path):
     assert "no resumable run" in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, samples_dir):
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10", "--epochs", "2",

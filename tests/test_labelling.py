@@ -597,6 +597,7 @@ def test_seeking_in_the_shared_clips(shared_data, name, wanted):
         assert np.array_equal(np.asarray(first), np.asarray(second))
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_real_clip_by_hand_and_with_the_shipped_model(capsys, monkeypatch, shared_data, tmp_path):
     videos = shared_data / "videos"

@@ -66,6 +66,7 @@ def test_architecture_builds_and_outputs_probabilities(name, batch):
     np.testing.assert_allclose(softmax(np.asarray(logits)), probabilities, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(ARCHITECTURES))
 def test_architecture_learns_from_real_images(name, batch):
     images, labels = batch

@@ -457,6 +457,7 @@ def api_schema(tiny_app):
 fuzzed = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.slow
 @fuzzed.parametrize()
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
           phases=[Phase.explicit, Phase.generate])
