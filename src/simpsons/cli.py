@@ -57,12 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_dataset_command(commands: argparse._SubParsersAction) -> None:
     """``dataset stats DATA`` and ``dataset pack DATA --out FILE``."""
-    dataset = commands.add_parser("dataset", help="inspect or pack a dataset").add_subparsers(dest="action", required=True)
-    stats = dataset.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
+    dataset = commands.add_parser("dataset", help="inspect or pack a dataset")
+    actions = dataset.add_subparsers(dest="action", required=True)
+    stats = actions.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
     stats.add_argument("data", help="dataset folder (one folder per character, or flat <character>_<n>.jpg)")
     stats.add_argument("--plot", help="write the bar chart of images per character to this PNG")
     stats.add_argument("--json", help="write the statistics to this JSON file")
-    pack = dataset.add_parser("pack", help="store the decoded images as JPEG bytes in one .pack.npz file")
+    pack = actions.add_parser("pack", help="store the decoded images as JPEG bytes in one .pack.npz file")
     pack.add_argument("data")
     pack.add_argument("--out", required=True, help="output file, ending in .pack.npz")
     pack.add_argument("--image-size", type=_positive, default=96)

@@ -18,7 +18,8 @@ import numpy as np
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
-from simpsons.calibration import describe_prior_correction, fit_prior_correction, fit_temperature, negative_log_likelihood
+from simpsons.calibration import (describe_prior_correction, fit_prior_correction, fit_temperature,
+                                  negative_log_likelihood)
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures, evaluate
 from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study

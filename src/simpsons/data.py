@@ -393,7 +393,8 @@ def select_characters(
         kept = [c for c, n in counts.items() if n >= min_images]
     if not kept:
         most = max(counts.values(), default=0)
-        raise ParameterError("min_images", f"no character has at least {min_images} images (the most is {most}); lower {{name}}")
+        raise ParameterError("min_images",
+                             f"no character has at least {min_images} images (the most is {most}); lower {{name}}")
     return relabel(data, kept)
 
 

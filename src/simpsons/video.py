@@ -286,8 +286,8 @@ def analyse_video(path: str | Path, predictor: Predictor, sample_fps: float = 2.
     present, best, sides = presence_matrix(samples, predictor, min_prob)
     smoothed = smooth(present, window)
     times = [s.time for s in samples]
-    segments = find_segments(times, sample_ends(times, sample_period(info, sample_fps), info.duration), smoothed, best, sides,
-                             list(predictor.characters))
+    ends = sample_ends(times, sample_period(info, sample_fps), info.duration)
+    segments = find_segments(times, ends, smoothed, best, sides, list(predictor.characters))
     return VideoResult(info, samples, segments, smoothed, time.perf_counter() - began)
 
 

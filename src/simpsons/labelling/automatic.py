@@ -18,7 +18,8 @@ from simpsons.frames import CROPS, crop_frame
 from simpsons.labelling.plan import (DEFAULT_EVERY, DEFAULT_START_WITHIN, announce_resume, check_start_within,
                                      planned_frames, prepare_videos)
 from simpsons.labelling.session import Session, bundle_characters, open_session
-from simpsons.labelling.store import REJECTED_DIR, REVIEW_DIR, UNSURE_DIR, file_errors, open_dataset, read_log, save_picture, seen_frames
+from simpsons.labelling.store import (REJECTED_DIR, REVIEW_DIR, UNSURE_DIR, file_errors, open_dataset, read_log,
+                                      save_picture, seen_frames)
 
 DEFAULT_MIN_PROB = 0.6
 

@@ -10,9 +10,9 @@ from simpsons.data import difference_hash
 from simpsons.errors import SimpsonsError
 from simpsons.labelling.prompts import Stop, ask_name, ask_review
 from simpsons.labelling.session import Move, Session, open_session
-from simpsons.labelling.store import (REJECTED_DIR, REVIEW_DIR, UNSURE_DIR, UnreadablePicture, file_errors, move_picture,
-                                      open_dataset, picture_counts, pictures, read_crop, relative, remove_if_empty,
-                                      review_folders, review_items, review_sources)
+from simpsons.labelling.store import (REJECTED_DIR, REVIEW_DIR, UNSURE_DIR, UnreadablePicture, file_errors,
+                                      move_picture, open_dataset, picture_counts, pictures, read_crop, relative,
+                                      remove_if_empty, review_folders, review_items, review_sources)
 
 def print_counts(title: str, counts: dict[str, int], before: dict[str, int] | None = None) -> None:
     """A table of pictures per character; with ``before``, the earlier count and the change too."""
