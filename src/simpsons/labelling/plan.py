@@ -3,7 +3,6 @@ minutes and random steps, leaving out the frames the log already has."""
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Container, Iterable, Iterator
 from pathlib import Path
@@ -14,8 +13,6 @@ from simpsons.data import gather_files
 from simpsons.errors import ParameterError
 from simpsons.frames import VIDEO_SUFFIXES, probe, read_frames
 from simpsons.labelling.store import LOG_NAME, video_key
-
-logger = logging.getLogger(__name__)
 
 LARGE_SHORT_SIDE = 900
 DEFAULT_EVERY = (100, 250)
