@@ -1,12 +1,13 @@
 # Two commands on a fresh machine (Python 3.11, no GPU, no data):
 #   make demo   install into .venv, then name the characters in the sample pictures with the shipped model
-#   make test   install with the test extras, then run the tests
+#   make test   install with the test extras, then run every test (what CI runs)
+#   make check  the fast lane: every test but the slow ones (training, end to end, browser)
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test bench clean
+.PHONY: demo test check bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,6 +26,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+check: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -m "not slow" -q
 
 # Debian's Chromium for tests/test_web_browser.py (Playwright drives it; it never downloads a browser itself)
 $(CHROMIUM):

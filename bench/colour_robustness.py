@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 
 from simpsons.bundle import load_bundle  # noqa: E402
 from simpsons.confidence import shot_aware_parts  # noqa: E402
-from simpsons.evaluation import write_json  # noqa: E402
+from simpsons.files import write_json  # noqa: E402
 from simpsons.models import LUMINANCE  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 

@@ -25,7 +25,7 @@ from PIL import Image, ImageOps  # noqa: E402
 
 from simpsons.boxes import read_boxes  # noqa: E402
 from simpsons.data import list_images, open_rgb, resize_square  # noqa: E402
-from simpsons.evaluation import write_json  # noqa: E402
+from simpsons.files import write_json  # noqa: E402
 from simpsons.models import LUMINANCE  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 

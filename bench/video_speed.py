@@ -32,7 +32,8 @@ from machine import machine  # noqa: E402  (bench/machine.py, beside this script
 from simpsons.bundle import load_bundle  # noqa: E402
 from simpsons.export import export_onnx  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
-from simpsons.video import analyse_video, crop_frame, crop_labels, probe, sampled_frames, write_annotated  # noqa: E402
+from simpsons.frames import CROPS, crop_frame, probe, sampled_frames  # noqa: E402
+from simpsons.video import analyse_video, crop_labels, write_annotated  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
 SHORT_CLIP = VIDEOS / "comic_shop.mp4"
@@ -73,7 +74,7 @@ def without_thread(clip: Path, predictor: Predictor, sample_fps: float, batch_fr
         batch: list[np.ndarray] = []
         for _, image in sampled_frames(clip, sample_fps):
             if image is not None:
-                batch += [predictor.prepare(part) for part in crop_frame(image, ("full", "left", "right"))]
+                batch += [predictor.prepare(part) for part in crop_frame(image, CROPS)]
             if len(batch) >= 3 * batch_frames:
                 predictor.decide(predictor.probabilities(np.stack(batch)), top_k=1)
                 batch = []

@@ -21,6 +21,16 @@ TEST_CHARACTERS = [
 # --------------------------------------------------------------------------- images derived from the samples
 
 
+def drawn_png(path: Path) -> Image.Image:
+    """The PNG picture at ``path``, checked to be a PNG with something drawn on it (not one flat colour)."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        picture = image.convert("RGB")
+    low, high = zip(*picture.getextrema())
+    assert min(low) < max(high), f"{path} is one flat colour"
+    return picture
+
+
 def character_of(path: Path) -> str:
     """``homer_simpson_2.jpg`` -> ``homer_simpson``."""
     return path.stem.rsplit("_", 1)[0]

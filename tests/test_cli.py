@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -15,8 +16,11 @@ from helpers import TEST_CHARACTERS, make_bundle, open_sample
 from PIL import Image
 
 from simpsons.bundle import read_description
-from simpsons.cli import main
+from simpsons.cli import _with_label_action, build_parser, flag_of, main
+from simpsons.errors import ParameterError
+from simpsons.models import ARCHITECTURES, AUGMENTATIONS, MIXINGS
 from simpsons.prediction import UNKNOWN, default_model_path
+from simpsons.training import PRESETS
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -44,6 +48,7 @@ def run_installed(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(executable), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_subprocess_missing_dataset_exits_2(tmp_path):
     result = run_installed("dataset", "stats", str(tmp_path / "nowhere"), cwd=tmp_path)
 
@@ -53,6 +58,7 @@ def test_subprocess_missing_dataset_exits_2(tmp_path):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_subprocess_corrupt_model_exits_2(tmp_path, sample_paths):
     corrupt = tmp_path / "broken.simpsons"
     corrupt.write_bytes(os.urandom(5000))
@@ -390,14 +396,13 @@ def test_train_list_presets(capsys):
     presets, rest = out.split("\n\naugmentation policies (--augmentation):\n")
     policies, rest = rest.split("\n\nmixing policies (--mixing):\n")
     mixings, architectures = rest.split("\n\narchitectures (--arch):\n")
-    assert [line.split()[0] for line in presets.splitlines()] == [
-        "article", "article6", "strong", "laptop", "wide", "fixres"]
-    assert [line.split()[0] for line in policies.splitlines()] == [
-        "article", "strong", "robust", "light", "light_robust", "composite", "light_composite"]
-    assert [line.split()[0] for line in mixings.splitlines()] == ["none", "cutmix", "mixup"]
-    assert [line.split()[0] for line in architectures.splitlines()] == [
-        "seed", "seed6", "resnet", "resnet_small", "resnet_hr", "resnet_small_hr", "resnet_wide",
-        "resnet_wide_small"]
+    listed = [[(line.split(maxsplit=1) + [""])[:2] for line in part.splitlines()]
+              for part in (presets, policies, mixings, architectures)]
+    registered = [{name: recipe.description for name, recipe in PRESETS.items()}, AUGMENTATIONS, MIXINGS,
+                  {name: architecture.description for name, architecture in ARCHITECTURES.items()}]
+    for lines, names in zip(listed, registered):
+        assert [name for name, _ in lines] == list(names)  # every registered name, in the registry's order
+        assert all(description == names[name] for name, description in lines)
 
 
 @pytest.mark.parametrize("option", ["--learning-rate", "--budget"])
@@ -422,6 +427,7 @@ def test_train_resume_of_nothing(capsys, tmp_path):
     assert "no resumable run" in one_line_error(err)
 
 
+@pytest.mark.slow
 def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, samples_dir):
     run = tmp_path / "run"
     code, out, err = run_cli(capsys, "train", training_folder, "--out", run, "--min-images", "10", "--epochs", "2",
@@ -460,3 +466,39 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["predict", "x.jpg", "--top-k", "0"])
     assert raised.value.code == 2
+
+
+# --------------------------------------------------------------------------- the parser and the error messages
+
+
+def test_label_review_is_a_subcommand_and_label_videos_the_default(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["label", "review", "--help"])
+    assert raised.value.code == 0 and "DATASET" in capsys.readouterr().out
+    parser = build_parser()
+    short = parser.parse_args(_with_label_action(["label", "a.mp4", "--into", "set"]))
+    long = parser.parse_args(_with_label_action(["label", "videos", "a.mp4", "--into", "set"]))
+    assert vars(short) == vars(long) and short.action == "videos" and short.videos == ["a.mp4"]
+    review = parser.parse_args(_with_label_action(["label", "review", "set"]))
+    assert (review.action, review.dataset) == ("review", "set")
+
+
+def test_library_errors_name_parameters_and_the_cli_names_flags(capsys, tmp_path):
+    from simpsons.labelling import parse_every
+
+    with pytest.raises(ParameterError) as raised:
+        parse_every("9-3")
+    assert str(raised.value).startswith("every wants") and "--every" not in str(raised.value)
+    assert raised.value.naming(flag_of).startswith("--every wants")
+    code, _, err = run_cli(capsys, "serve", "--port", "70000")
+    assert code == 2 and "--port must be between 0 and 65535" in one_line_error(err)
+
+
+def test_the_cli_shows_library_log_messages_on_stderr(capsys, tmp_path):
+    code, _, _ = run_cli(capsys, "dataset", "stats", tmp_path / "missing")
+    assert code == 2
+    logging.getLogger("simpsons.video").warning("no H.264 here")
+    logging.getLogger("simpsons.web").info("serving here")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == ["simpsons: warning: no H.264 here", "simpsons: serving here"]

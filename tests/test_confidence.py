@@ -9,20 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TEST_CHARACTERS, make_bundle, open_sample
+from helpers import TEST_CHARACTERS, drawn_png, make_bundle, open_sample
 
 from simpsons.bundle import load_bundle, read_description, save_bundle
 from simpsons.data import load_images
 from simpsons.cli import main
-from simpsons.confidence import (
+from simpsons.calibration import (
     PRIOR_STRENGTHS,
-    Objective,
     balanced_accuracy,
-    confidence_figures,
-    expected_calibration_error,
     fit_prior_correction,
     fit_temperature,
     negative_log_likelihood,
+)
+from simpsons.confidence import (
+    Objective,
+    confidence_figures,
+    expected_calibration_error,
     recommend_thresholds,
     summarise_figures,
     threshold_curves,
@@ -413,7 +415,7 @@ def test_cli_study_of_the_shipped_model_on_the_samples(capsys, samples_dir, tmp_
                            "--character", "lisa_simpson")
     assert code == 0
     for name in [*PLOTS, "scatter_lisa_simpson.png"]:
-        assert (report / name).stat().st_size > 10_000, name
+        assert drawn_png(report / name).width > 200, name
     assert "0.83" in out and "0.092" in out and "recommended global threshold" in out and "best F1" in out
     payload = json.loads((tmp_path / "c.json").read_text())
     assert payload["images"] == 60
@@ -556,6 +558,7 @@ def test_cli_unreachable_target_is_reported(capsys, tmp_path, samples_dir):
 # --------------------------------------------------------------------------- the real data set
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, shared_data: Path):
     root = shared_data / "simpsons"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from helpers import drawn_png
 
 from simpsons.evaluation import ANSWERED_UNKNOWN, Evaluation, confused_pairs, plot_confused_pairs
 
@@ -33,10 +34,14 @@ def test_confused_pairs_rank_by_share_and_keep_their_examples(sample_paths):
                                                         "share_of_true": 0.5}
 
 
-def test_confused_pairs_picture_is_written(sample_paths, tmp_path):
-    plot_confused_pairs(hand_made(sample_paths), tmp_path / "pairs.png")
-    assert (tmp_path / "pairs.png").stat().st_size > 10_000
+def test_confused_pairs_picture_has_a_row_per_pair(sample_paths, tmp_path):
+    evaluation = hand_made(sample_paths)
+    plot_confused_pairs(evaluation, tmp_path / "three.png")
+    plot_confused_pairs(evaluation, tmp_path / "one.png", top=1)
+    three, one = drawn_png(tmp_path / "three.png"), drawn_png(tmp_path / "one.png")
+    assert three.height > 2 * one.height and abs(three.width - one.width) < one.width / 10  # 3 rows, 1 row
     perfect = hand_made(sample_paths)
     perfect.predicted = perfect.true.copy()
     plot_confused_pairs(perfect, tmp_path / "none.png")  # no mistakes: an empty figure, not a crash
-    assert (tmp_path / "none.png").is_file()
+    drawn_png(tmp_path / "none.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["none.png", "one.png", "three.png"]  # no partial file

@@ -84,6 +84,7 @@ def test_an_onnx_model_from_elsewhere_is_refused(tmp_path: Path):
         load_onnx_bundle(foreign)
 
 
+@pytest.mark.slow
 def test_int8_export_is_smaller_and_mostly_agrees(capsys, tmp_path: Path, shipped_onnx: Path, samples_dir: Path):
     target = tmp_path / "int8.onnx"
     code, out, err = run_cli(capsys, "export", default_model_path(), "--onnx", target, "--int8", samples_dir)
@@ -97,6 +98,7 @@ def test_int8_export_is_smaller_and_mostly_agrees(capsys, tmp_path: Path, shippe
     assert agreement >= 0.9
 
 
+@pytest.mark.slow
 def test_export_without_a_bundle_exports_the_shipped_model(capsys, tmp_path: Path):
     code, out, err = run_cli(capsys, "export", "--onnx", tmp_path / "default.onnx")
     assert code == 0, err

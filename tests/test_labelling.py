@@ -9,6 +9,7 @@ import os
 import random
 import re
 import shutil
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -20,9 +21,10 @@ from helpers import SAMPLES, TEST_CHARACTERS, open_sample
 from PIL import Image
 from test_cli import one_line_error, run_cli
 
-from simpsons import labelling
+from simpsons import frames, labelling
 from simpsons.bundle import load_bundle
 from simpsons.errors import SimpsonsError
+from simpsons.labelling import store
 from simpsons.prediction import default_model_path
 
 WIDTH, HEIGHT = 160, 120
@@ -101,12 +103,12 @@ def test_frame_plan_is_bounded_and_seeded():
 
 def test_seeking_reads_the_frames_that_decoding_on_reads(clip):
     wanted = [3, 14, 15, 27]
-    seeking = list(labelling.read_frames(clip, wanted, seek_after=0))
-    decoding = list(labelling.read_frames(clip, wanted, seek_after=float("inf")))
+    seeking = list(frames.read_frames(clip, wanted, seek_after=0))
+    decoding = list(frames.read_frames(clip, wanted, seek_after=float("inf")))
     assert [n for n, _ in seeking] == [n for n, _ in decoding] == wanted
     for (_, first), (_, second) in zip(seeking, decoding):
         assert np.array_equal(np.asarray(first), np.asarray(second))
-    assert [n for n, _ in labelling.read_frames(clip, [28, 40, 50], seek_after=0)] == [28]
+    assert [n for n, _ in frames.read_frames(clip, [28, 40, 50], seek_after=0)] == [28]
 
 
 def test_reserve_never_overwrites(tmp_path):
@@ -209,13 +211,13 @@ def test_the_window_is_told_each_picture(tmp_path):
     """The viewer protocol, with a stand-in viewer that writes down what it is told instead of drawing."""
     told = tmp_path / "told.txt"
     recorder = f"import sys\nprint('ready', flush=True)\nopen({str(told)!r}, 'w').writelines(sys.stdin)\n"
-    window = labelling.Window.open({}, script=recorder)
+    window = labelling.Window.open({}, command=[sys.executable, "-c", recorder])
     assert window is not None
     assert window.show(tmp_path / "a.png", "clip.mp4\tframe\n3") and window.show(tmp_path / "b.png", "frame 4")
     window.close()
     assert told.read_text() == f"{tmp_path / 'a.png'}\tclip.mp4 frame 3\n{tmp_path / 'b.png'}\tframe 4\n"
     assert not window.show(tmp_path / "c.png", "gone")
-    assert labelling.Window.open({}, script="raise SystemExit(1)") is None
+    assert labelling.Window.open({}, command=[sys.executable, "-c", "raise SystemExit(1)"]) is None
 
 
 # --------------------------------------------------------------------------- labelling by hand
@@ -565,13 +567,13 @@ def test_bad_input_is_one_line_exit_2(capsys, clip, tmp_path):
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_empty_picture(capsys, monkeypatch, clip, tmp_path):
-    original = labelling.write_atomically
+    original = store.write_atomically
     def full(target, data):
         if str(target).endswith(".jpg"):
             raise OSError(28, "No space left on device")
         original(target, data)
 
-    monkeypatch.setattr(labelling, "write_atomically", full)
+    monkeypatch.setattr(store, "write_atomically", full)
     dataset = tmp_path / "set"
     (dataset / "homer_simpson").mkdir(parents=True)
     answers(monkeypatch, "l", "homer")
@@ -588,13 +590,14 @@ def test_a_full_disk_is_one_line_and_leaves_no_empty_picture(capsys, monkeypatch
                                           ("skateboard_opening.mp4", [1, 40, 129, 130, 200, 328])])
 def test_seeking_in_the_shared_clips(shared_data, name, wanted):
     clip = shared_data / "videos" / name
-    seeking = list(labelling.read_frames(clip, wanted, seek_after=0))
-    decoding = list(labelling.read_frames(clip, wanted, seek_after=float("inf")))
+    seeking = list(frames.read_frames(clip, wanted, seek_after=0))
+    decoding = list(frames.read_frames(clip, wanted, seek_after=float("inf")))
     assert [n for n, _ in seeking] == [n for n, _ in decoding] == wanted
     for (_, first), (_, second) in zip(seeking, decoding):
         assert np.array_equal(np.asarray(first), np.asarray(second))
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_real_clip_by_hand_and_with_the_shipped_model(capsys, monkeypatch, shared_data, tmp_path):
     videos = shared_data / "videos"

@@ -10,7 +10,7 @@ from helpers import TEST_CHARACTERS
 
 from simpsons import data as datasets
 
-pytestmark = pytest.mark.shared
+pytestmark = [pytest.mark.shared, pytest.mark.slow]  # the whole real data set, loaded
 
 SIZE = 32  # decoding at 32 px keeps this quick; the hashes come from the full pictures anyway
 

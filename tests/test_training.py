@@ -19,8 +19,8 @@ from simpsons import data as datasets
 from simpsons import training
 from simpsons.bundle import load_bundle, read_description
 from simpsons.errors import SimpsonsError
+from simpsons.calibration import fit_prior_correction
 from simpsons.models import ARCHITECTURES
-from simpsons.confidence import fit_prior_correction
 from simpsons.prediction import Predictor, default_model_path
 from simpsons.training import (
     BUNDLE_NAME,
@@ -51,7 +51,8 @@ def state(run: Path) -> dict:
 
 
 def test_presets_and_overrides():
-    assert set(PRESETS) == {"article", "article6", "strong", "laptop", "fixres"}
+    for name, preset in PRESETS.items():
+        assert preset.name == name and preset.arch in ARCHITECTURES
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
         "seed", 64, "rmsprop", 1e-4, 32)
@@ -235,6 +236,7 @@ def test_training_folder_is_as_built(training_folder):
     assert loaded.bad_files == []
 
 
+@pytest.mark.slow
 def test_run_folder_contents(finished_run):
     for name in ("run.json", "history.csv", "learning_curve.png", "best.weights.h5", "best.json", "last.keras",
                  BUNDLE_NAME, "state.json"):
@@ -260,6 +262,7 @@ def test_run_folder_contents(finished_run):
         assert curve.width > 400 and curve.height > 200
 
 
+@pytest.mark.slow
 def test_run_bundle(finished_run, training_folder):
     bundle = load_bundle(finished_run / BUNDLE_NAME)
     assert bundle.characters == CHARACTERS
@@ -287,6 +290,7 @@ def test_run_bundle(finished_run, training_folder):
     assert metadata["data_fingerprint"] == datasets.fingerprint(loaded)
 
 
+@pytest.mark.slow
 def test_run_bundle_is_corrected_for_the_training_prior(finished_run, training_folder):
     """The bundle answers with the prior correction chosen on its validation split from its training counts."""
     bundle = load_bundle(finished_run / BUNDLE_NAME)
@@ -303,6 +307,7 @@ def test_run_bundle_is_corrected_for_the_training_prior(finished_run, training_f
     assert metrics["validation_balanced_accuracy"] >= metrics["prior_correction"]["validation_balanced_accuracy_without"]
 
 
+@pytest.mark.slow
 def test_second_train_into_the_same_folder_is_refused(finished_run, training_folder):
     before = {p.name: p.stat().st_mtime_ns for p in finished_run.iterdir()}
     recipe = resolve_recipe("article", None, epochs=1, **FAST)
@@ -316,6 +321,7 @@ def test_resume_of_a_folder_without_a_run(tmp_path):
         resume_training(str(tmp_path))
 
 
+@pytest.mark.slow
 def test_training_with_a_test_set(training_folder, samples_dir, tmp_path):
     recipe = resolve_recipe("article", None, epochs=1, **FAST)
     train(str(training_folder), str(tmp_path / "run"), recipe, characters=CHARACTERS, test_dir=str(samples_dir))
@@ -334,6 +340,7 @@ def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
 # --------------------------------------------------------------------------- time limit and resume
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("minutes", "epochs"), [(10, 3), (0.01, 1)])
 def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, capsys):
     run = tmp_path / "budget"
@@ -346,6 +353,7 @@ def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_fol
     assert f"time budget {minutes:g} min: an epoch takes about" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_probe_leaves_the_run_as_it_would_have_been(training_folder, tmp_path):
     recipe = resolve_recipe("laptop", "resnet_small", epochs=1, **FAST)
     plain = train(str(training_folder), str(tmp_path / "plain"), recipe, characters=CHARACTERS)
@@ -364,6 +372,7 @@ def stopped_run(training_folder, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_time_limit_stops_after_one_epoch(stopped_run):
     assert state(stopped_run) == {"epochs_done": 1}
     assert [row["epoch"] for row in history_rows(stopped_run)] == ["0"]
@@ -386,6 +395,7 @@ def resumed_run(stopped_run, tmp_path_factory) -> dict:
     return {"run": run, "before": before}
 
 
+@pytest.mark.slow
 def test_resume_continues_where_it_stopped(resumed_run):
     run, before = resumed_run["run"], resumed_run["before"]
     rows = history_rows(run)
@@ -406,6 +416,7 @@ def test_resume_continues_where_it_stopped(resumed_run):
     assert int(keras.ops.convert_to_numpy(last.optimizer.iterations)) == 3 * steps
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_best_checkpoint_of_the_whole_run(resumed_run):
     """best.weights.h5 is only replaced by an epoch better than every earlier one, including those
     before the interruption; otherwise the bundle ships a worse epoch than its history promises."""
@@ -423,6 +434,7 @@ def test_resume_keeps_the_best_checkpoint_of_the_whole_run(resumed_run):
         max(row["val_accuracy"] for row in history), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_resume_from_another_working_directory(training_folder, tmp_path, monkeypatch):
     """run.json must not depend on the folder training was started from."""
     shutil.copytree(training_folder, tmp_path / "project" / "data")
@@ -437,6 +449,7 @@ def test_resume_from_another_working_directory(training_folder, tmp_path, monkey
     assert [row["epoch"] for row in history_rows(tmp_path / "project" / "run")] == ["0", "1"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_images(stopped_run, training_folder, tmp_path):
     """A run continues only on the images it started with (run.json's data fingerprint)."""
     data = tmp_path / "data"
@@ -468,6 +481,7 @@ def ctrl_c_in_epoch(interrupted: int) -> Iterator[None]:
         yield
 
 
+@pytest.mark.slow
 def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, capsys):
     run = tmp_path / "interrupted"
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
@@ -493,6 +507,7 @@ def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_pat
     assert resumed.metadata["metrics"]["epochs_done"] == 2
 
 
+@pytest.mark.slow
 def test_checkpoints_are_spaced_out_and_resume_retrains_the_unsaved_epochs(training_folder, tmp_path, monkeypatch):
     """With short epochs the resume checkpoint is written after the first and last epochs only; an
     interrupt after an unsaved epoch resumes from the checkpoint and trains that epoch again."""
@@ -533,6 +548,7 @@ def test_best_checkpoint_replaces_only_for_a_better_epoch(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["best.json", "best.weights.h5"]
 
 
+@pytest.mark.slow
 def test_best_so_far_of_a_run_from_before_best_json(finished_run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(finished_run, old)
@@ -541,6 +557,7 @@ def test_best_so_far_of_a_run_from_before_best_json(finished_run, tmp_path):
     assert training.best_so_far(tmp_path / "empty") is None
 
 
+@pytest.mark.slow
 def test_a_best_epoch_dropped_by_resume_keeps_its_weights_until_beaten(training_folder, tmp_path, monkeypatch):
     """Resuming trains again the epochs finished after the last resume checkpoint; if one of them was
     the best, best.weights.h5 keeps its weights (best.json names it) until a later epoch beats it."""
@@ -561,6 +578,7 @@ def test_a_best_epoch_dropped_by_resume_keeps_its_weights_until_beaten(training_
     assert load_bundle(run / BUNDLE_NAME).metadata["metrics"]["best_epoch"] == 2
 
 
+@pytest.mark.slow
 def test_interrupt_before_the_first_epoch_ends_is_an_error(training_folder, tmp_path):
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
     with ctrl_c_in_epoch(0), pytest.raises(SimpsonsError, match="before the first epoch"):
@@ -588,6 +606,7 @@ def write_backgrounds(folder: Path, count: int = 12) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_background_pictures_become_the_no_character_class(training_folder, tmp_path, capsys):
     from simpsons.cli import main
 
@@ -611,6 +630,7 @@ def test_background_pictures_become_the_no_character_class(training_folder, tmp_
     assert json.loads((tmp_path / "m.json").read_text())["per_class"][datasets.NO_CHARACTER]["support"] == 4
 
 
+@pytest.mark.slow
 def test_no_prior_correction_keeps_the_training_frequencies(training_folder, tmp_path, capsys):
     from simpsons.cli import main
 
@@ -637,6 +657,7 @@ def test_background_needs_pictures(training_folder, tmp_path):
 # --------------------------------------------------------------------------- fine-tuning (train --init)
 
 
+@pytest.mark.slow
 def test_a_mixing_run_resumes_and_ships_the_classifier_alone(training_folder, tmp_path):
     run = tmp_path / "cutmix"
     recipe = resolve_recipe("laptop", "resnet_small", epochs=2, mixing="cutmix", **FAST)
@@ -666,6 +687,7 @@ def trainable_arrays(model: keras.Model) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(weight) for weight in model.trainable_weights]
 
 
+@pytest.mark.slow
 def test_fine_tuning_starts_from_the_bundle_at_another_size_and_resumes(resnet_bundle, training_folder, tmp_path,
                                                                         capsys):
     from simpsons.cli import main
@@ -692,6 +714,7 @@ def test_fine_tuning_starts_from_the_bundle_at_another_size_and_resumes(resnet_b
     assert any(moved)  # trained further, from the same shapes
 
 
+@pytest.mark.slow
 def test_fine_tuning_copies_the_weights(resnet_bundle, training_folder, tmp_path):
     """With a learning rate of 0 the fine-tuned network keeps every trainable weight of the bundle."""
     recipe = resolve_recipe("fixres", "resnet_small", epochs=1, batch_size=8, image_size=40, learning_rate=0.0)
@@ -701,12 +724,14 @@ def test_fine_tuning_copies_the_weights(resnet_bundle, training_folder, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, capsys):
     recipe = resolve_recipe("fixres", "resnet_small", epochs=1, **FAST)
     train(str(training_folder), str(tmp_path / "run"), recipe, init_bundle=str(resnet_bundle), seed=5)
     assert "pictures it learnt may sit in this run's validation split" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -730,6 +755,7 @@ def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle,
     assert not (tmp_path / "run" / "run.json").exists()  # refused before anything was written
 
 
+@pytest.mark.slow
 def test_a_moving_average_run_validates_and_ships_the_average_and_resumes_from_the_weights(training_folder, tmp_path):
     run = tmp_path / "ema"
     recipe = resolve_recipe("laptop", "resnet_small", epochs=2, ema_momentum=0.5, **FAST)

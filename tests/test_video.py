@@ -20,8 +20,8 @@ from test_cli import one_line_error, run_cli, run_installed
 
 from simpsons import video
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
-from simpsons.video import (CropLabel, Sample, Segment, analyse_video, crop_labels, draw_labels, label_font,
-                            presence_matrix, smooth, srt_cues, srt_text)
+from simpsons.timeline import Segment, smooth, srt_cues, srt_text
+from simpsons.video import CropLabel, Sample, analyse_video, crop_labels, draw_labels, label_font, presence_matrix
 
 
 FPS = 10
@@ -129,6 +129,7 @@ def test_clip_segments_name_bart_then_homer(result):
     assert others <= 1.0, segments
 
 
+@pytest.mark.slow
 def test_cli_writes_timeline_srt_and_chart(capsys, clip, tmp_path):
     out = tmp_path / "out"
     code, stdout, _ = run_cli(capsys, "video", clip, "--timeline", out / "t.json", "--srt", out / "s.srt",
@@ -214,6 +215,7 @@ def first_frame(path: Path) -> np.ndarray:
         return next(container.decode(video=0)).to_ndarray(format="rgb24")
 
 
+@pytest.mark.slow
 def test_silent_odd_sized_mkv_and_pcm_audio(capsys, tmp_path):
     silent = write_clip(tmp_path / "silent.mkv", [("lisa_simpson_0.jpg", 7)], size=(129, 97))
     code, _, _ = run_cli(capsys, "video", silent, "--out", tmp_path / "silent.mp4", "--crops", "full")
@@ -302,6 +304,7 @@ def test_labels_are_drawn_on_their_halves():
 # --------------------------------------------------------------------------- a folder of videos
 
 
+@pytest.mark.slow
 def test_a_folder_gives_one_output_set_per_video_and_reports_the_broken(capsys, clip, tmp_path):
     videos = tmp_path / "videos"
     (videos / "season1").mkdir(parents=True)
@@ -342,6 +345,7 @@ def test_several_videos_refuse_outputs_that_collide(capsys, clip, tmp_path):
     assert "nowhere" in expect_error(capsys, tmp_path / "nowhere", "--out-dir", tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_exported_onnx_model_gives_the_same_timeline(capsys, clip, tiny_bundle, tmp_path):
     onnx = tmp_path / "tiny.onnx"
     assert run_cli(capsys, "export", tiny_bundle, "--onnx", onnx)[0] == 0
@@ -448,6 +452,7 @@ def test_unwritable_output_exits_2_before_decoding(capsys, clip, tmp_path):
     assert "overwrite an input" in expect_error(capsys, clip, "--out", clip)
 
 
+@pytest.mark.slow
 def test_subprocess_not_a_video_exits_2(tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
@@ -470,6 +475,7 @@ def test_comic_shop_clip_shows_bart_and_marge(shared_data, predictor):
     assert next(iter(found.segments[0:1])).start >= 0
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_annotated_real_clip_keeps_every_frame_the_rate_and_the_audio(shared_data, capsys, tmp_path):
     clip = shared_data / "videos" / "skateboard_opening.mp4"

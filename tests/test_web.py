@@ -21,7 +21,8 @@ from test_cli import one_line_error, run_cli
 from test_video import FPS, write_clip
 
 from simpsons.errors import SimpsonsError
-from simpsons.labelling import CROPS, LabelLog, read_log
+from simpsons.frames import CROPS
+from simpsons.labelling import LabelLog, read_log
 from simpsons.prediction import Predictor
 from simpsons.web import MB, STATIC, create_app
 
@@ -456,6 +457,7 @@ def api_schema(tiny_app):
 fuzzed = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.slow
 @fuzzed.parametrize()
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck),
           phases=[Phase.explicit, Phase.generate])

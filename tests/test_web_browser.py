@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from helpers import REPO_ROOT
+from helpers import REPO_ROOT, drawn_png
 from test_video import FPS, write_clip
 from test_web import make_dataset
 
@@ -25,6 +25,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT_COPY = "SIMPSONS_SCREENSHOT"  # set to a path (docs/results/web.png) to keep the screenshot there too
+
+pytestmark = pytest.mark.slow  # a real browser drives the app
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def test_a_shared_test_picture_its_answer_and_heat_map(page, shared_data, tmp_pa
     }""")
     assert painted > 0
     page.screenshot(path=tmp_path / "web.png")
-    assert (tmp_path / "web.png").stat().st_size > 10_000
+    assert drawn_png(tmp_path / "web.png").size == tuple(page.viewport_size.values())
     if os.environ.get(SCREENSHOT_COPY):
         shutil.copyfile(tmp_path / "web.png", REPO_ROOT / os.environ[SCREENSHOT_COPY])
     page.uncheck("#heatmap-toggle")

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simpsons.errors import SimpsonsError
+from simpsons.files import write_atomically
 
 if TYPE_CHECKING:  # Keras (and its backend) loads only when a network does: the CLI starts fast
     import keras
@@ -78,30 +76,6 @@ class Bundle:
             "prior_correction": self.prior_correction,
             "metadata": self.metadata,
         }
-
-
-@contextmanager
-def replacing(target: str | Path) -> Iterator[Path]:
-    """A temporary file beside ``target`` that replaces it when the block succeeds, and is removed otherwise."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    os.close(handle)
-    try:
-        yield Path(partial)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(partial, 0o666 & ~umask)
-        os.replace(partial, target)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
-
-
-def write_atomically(target: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``target``, then rename it into place."""
-    with replacing(target) as partial:
-        partial.write_bytes(data)
 
 
 def save_bundle(bundle: Bundle, path: str | Path) -> None:

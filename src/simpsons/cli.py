@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
 
 from simpsons import __version__
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 
 EXIT_USAGE = 2
 
@@ -45,16 +46,26 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``simpsons`` parser: one sub-command per ``add_*_command`` function."""
     parser = argparse.ArgumentParser(prog="simpsons", description="Recognise characters of The Simpsons.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (add_dataset_command, add_train_command, add_evaluate_command, add_export_command,
+                        add_predict_command, add_confidence_command, add_label_command, add_video_command,
+                        add_serve_command):
+        add_command(commands)
+    return parser
 
-    dataset = commands.add_parser("dataset", help="inspect or pack a dataset").add_subparsers(dest="action", required=True)
-    stats = dataset.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
+
+def add_dataset_command(commands: argparse._SubParsersAction) -> None:
+    """``dataset stats DATA`` and ``dataset pack DATA --out FILE``."""
+    dataset = commands.add_parser("dataset", help="inspect or pack a dataset")
+    actions = dataset.add_subparsers(dest="action", required=True)
+    stats = actions.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
     stats.add_argument("data", help="dataset folder (one folder per character, or flat <character>_<n>.jpg)")
     stats.add_argument("--plot", help="write the bar chart of images per character to this PNG")
     stats.add_argument("--json", help="write the statistics to this JSON file")
-    pack = dataset.add_parser("pack", help="store the decoded images as JPEG bytes in one .pack.npz file")
+    pack = actions.add_parser("pack", help="store the decoded images as JPEG bytes in one .pack.npz file")
     pack.add_argument("data")
     pack.add_argument("--out", required=True, help="output file, ending in .pack.npz")
     pack.add_argument("--image-size", type=_positive, default=96)
@@ -64,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "characters of the Kaggle test set)")
     pack.add_argument("--characters", type=_characters, help="comma-separated character names to keep instead")
 
+
+def add_train_command(commands: argparse._SubParsersAction) -> None:
+    """``train DATA --out RUN_DIR``, ``train --resume RUN_DIR`` and ``train --list-presets``."""
     train = commands.add_parser("train", help="train a model and write a run folder with a model bundle")
     train.add_argument("data", nargs="?", help="training dataset folder or .pack.npz")
     train.add_argument("--out", help="run folder to create")
@@ -104,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "augmentation cuts them out along (default: annotation.txt beside DATA)")
     _add_selection(train)
 
+
+def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
+    """``evaluate DATA``: per-character metrics on a labelled set."""
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
     evaluate.add_argument("data", help="labelled images (either layout)")
     evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
@@ -112,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--write", action="store_true",
                           help="store the test accuracy in the bundle given by --model (what `serve` shows)")
 
+
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    """``export [BUNDLE] --onnx FILE``."""
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
     export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
@@ -119,12 +139,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="quantize to 8-bit integers, calibrated on pictures of the training data: "
                              "smaller and faster on a CPU; prints how often it agrees with the float model")
 
+
+def add_predict_command(commands: argparse._SubParsersAction) -> None:
+    """``predict PATHS...``: the character in each picture."""
     predict = commands.add_parser("predict", help="name the character in pictures")
     predict.add_argument("paths", nargs="+", help="image files or folders")
     predict.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
     predict.add_argument("--top-k", type=_positive, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
 
+
+def add_confidence_command(commands: argparse._SubParsersAction) -> None:
+    """``confidence DATA --report-dir DIR``: the confidence study."""
     confidence = commands.add_parser("confidence", help="confidence study: correct vs wrong, thresholds, calibration")
     confidence.add_argument("data", help="labelled images (either layout) to study")
     confidence.add_argument("--model", help="model bundle (default: the shipped model; --write needs one)")
@@ -152,20 +178,39 @@ def build_parser() -> argparse.ArgumentParser:
     confidence.add_argument("--write", action="store_true",
                             help="store the prior correction, the thresholds, the temperature, the stranger detector "
                                  "(with --unknown) and the --flip choice in the --model bundle (needs --calibrate)")
-    label = commands.add_parser("label", help="label video frames into a dataset (or: label review DATASET)",
+
+
+def add_label_command(commands: argparse._SubParsersAction) -> None:
+    """``label [videos] VIDEOS... --into DATASET`` and ``label review DATASET``."""
+    label = commands.add_parser("label", help="label video frames into a dataset; review what --auto filed",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
                                             "(or with --auto, by the model into DATASET/_review/); "
                                             "simpsons label review DATASET checks what --auto left there.")
-    label.add_argument("videos", nargs="+", metavar="VIDEOS", help="video files or folders; or: review DATASET")
-    label.add_argument("--into", metavar="DATASET", help="dataset folder (one folder per character)")
-    label.add_argument("--every", default="100-250", help="frames between two looks, FROM-TO (default 100-250)")
-    label.add_argument("--seed", type=int, help="seed for the video order, start and steps")
-    label.add_argument("--start-within", type=float, default=180.0, metavar="SECONDS",
-                       help="start at a random frame within the first SECONDS (default 180)")
-    label.add_argument("--auto", action="store_true", help="let the model file crops into DATASET/_review/")
-    label.add_argument("--model", help="model bundle (--auto: classifier, default the shipped one; else: names)")
-    label.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
-    label.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
+    actions = label.add_subparsers(dest="action", required=True, metavar="{videos,review}")
+    videos = actions.add_parser("videos", help="label frames of videos (the default: label VIDEOS... --into DATASET)")
+    videos.add_argument("videos", nargs="+", metavar="VIDEOS", help="video files or folders")
+    videos.add_argument("--into", metavar="DATASET", help="dataset folder (one folder per character)")
+    videos.add_argument("--every", default="100-250", help="frames between two looks, FROM-TO (default 100-250)")
+    videos.add_argument("--seed", type=int, help="seed for the video order, start and steps")
+    videos.add_argument("--start-within", type=float, default=180.0, metavar="SECONDS",
+                        help="start at a random frame within the first SECONDS (default 180)")
+    videos.add_argument("--auto", action="store_true", help="let the model file crops into DATASET/_review/")
+    videos.add_argument("--model", help="model bundle (--auto: classifier, default the shipped one; else: names)")
+    videos.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
+    videos.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
+    review = actions.add_parser("review", help="accept, relabel or reject the crops --auto left in DATASET/_review/")
+    review.add_argument("dataset", metavar="DATASET", help="dataset folder holding _review/")
+
+
+def _with_label_action(argv: list[str]) -> list[str]:
+    """``label VIDEOS...`` is short for ``label videos VIDEOS...``."""
+    if len(argv) > 1 and argv[0] == "label" and argv[1] not in ("videos", "review", "-h", "--help"):
+        return [argv[0], "videos", *argv[1:]]
+    return argv
+
+
+def add_video_command(commands: argparse._SubParsersAction) -> None:
+    """``video INPUTS...``: who is on screen when."""
     video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT, chart, "
                                               "annotated video")
     video.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -181,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--chart", metavar="FILE", help="write the timeline chart (one lane per character) as PNG")
     video.add_argument("--sample-fps", type=float, default=2.0, metavar="F",
                        help="frames classified per second of video (default 2; 0 = every frame)")
-    video.add_argument("--crops", default="full,left,right", help="crops per frame (default full,left,right)")
+    video.add_argument("--crops", default="left,right,full", help="crops per frame (default left,right,full)")
     video.add_argument("--batch-frames", type=_positive, default=16, metavar="N",
                        help="frames whose crops go through the model together (default 16)")
     video.add_argument("--min-prob", type=float, metavar="P",
@@ -192,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a folder of episodes: analyse N at a time in local worker processes (default: the cores)")
     video.add_argument("--cluster", metavar="ADDRESS",
                        help="a folder of episodes: run them on the Dask scheduler at ADDRESS (tcp://host:8786)")
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    """``serve``: the web app."""
     serve = commands.add_parser("serve", help="the web app: drop a picture or a clip in the browser; review labels")
     serve.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
@@ -199,12 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--dataset", metavar="DIR", help="dataset whose _review/ crops the Review panel shows")
     serve.add_argument("--picture-limit", type=_positive, default=20, metavar="MB", help="largest picture (20 MB)")
     serve.add_argument("--clip-limit", type=_positive, default=500, metavar="MB", help="largest clip (500 MB)")
-    return parser
 
 
 def _needs_keras(args: argparse.Namespace) -> bool:
     """Whether the command loads a Keras network (an exported .onnx model and the dataset tools do not)."""
-    if args.command == "dataset" or (args.command == "label" and not args.auto):
+    if args.command == "dataset" or (args.command == "label" and not getattr(args, "auto", False)):
         return False
     return not str(getattr(args, "model", None) or "").endswith(".onnx")
 
@@ -227,14 +275,53 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def flag_of(parameter: str) -> str:
+    """The command-line flag of a library parameter: ``min_prob`` -> ``--min-prob``."""
+    return "--" + parameter.replace("_", "-")
+
+
+class _MessageFormat(logging.Formatter):
+    """``simpsons: MESSAGE``, and ``simpsons: warning: MESSAGE`` for warnings and worse."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        kind = "warning: " if record.levelno >= logging.WARNING else ""
+        return f"simpsons: {kind}{record.getMessage()}"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each message."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _) -> None:
+        pass
+
+
+def _report_library_messages() -> None:
+    """Show the library's log messages (progress and warnings) on stderr, once per process."""
+    logger = logging.getLogger("simpsons")
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(_MessageFormat())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_with_label_action(sys.argv[1:] if argv is None else list(argv)))
     if _needs_keras(args):
         _import_tensorflow_quietly()
+    _report_library_messages()
     try:
         return COMMANDS[args.command](args)
+    except ParameterError as error:
+        print(f"simpsons: error: {error.naming(flag_of)}", file=sys.stderr)
+        return EXIT_USAGE
     except SimpsonsError as error:
         print(f"simpsons: error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -255,7 +342,8 @@ def run_dataset(args: argparse.Namespace) -> int:
         print(f"packed {len(images)} images of {len(images.characters)} characters into {args.out}")
         return 0
     images = datasets.load_images(args.data, 64)
-    from simpsons.evaluation import plot_counts, write_json
+    from simpsons.files import write_json
+    from simpsons.plots import plot_counts
 
     groups = datasets.near_duplicate_groups(images.hashes)
     counts = dict(sorted(images.counts().items(), key=lambda item: -item[1]))
@@ -320,8 +408,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         plot_confusion_matrix,
         plot_prediction_grid,
         record_test_accuracy,
-        write_json,
     )
+    from simpsons.files import write_json
     from simpsons.prediction import Predictor
 
     if args.write and (not args.model or str(args.model).endswith(".onnx")):
@@ -421,7 +509,7 @@ def _print_table(paths: list[Path], predictions: list) -> None:
 def run_confidence(args: argparse.Namespace) -> int:
     from simpsons.bundle import load_bundle
     from simpsons.confidence import run_study, write_to_bundle
-    from simpsons.evaluation import write_json
+    from simpsons.files import write_json
     from simpsons.prediction import default_model_path
 
     if args.write and not args.model:
@@ -436,7 +524,7 @@ def run_confidence(args: argparse.Namespace) -> int:
         bundle.test_time_flip = args.flip
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
                       target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown,
-                      prior_correction=args.prior_correction)
+                      prior_correction=args.prior_correction, log=print)
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)
@@ -455,10 +543,8 @@ def run_confidence(args: argparse.Namespace) -> int:
 def run_label(args: argparse.Namespace) -> int:
     from simpsons import labelling
 
-    if args.videos[0] == "review":
-        if len(args.videos) != 2:
-            raise SimpsonsError("usage: simpsons label review DATASET")
-        labelling.review(args.videos[1])
+    if args.action == "review":
+        labelling.review(args.dataset)
         return 0
     if not args.into:
         raise SimpsonsError("label needs --into DATASET")
@@ -473,6 +559,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_video(args: argparse.Namespace) -> int:
     from simpsons import video as videos
+    from simpsons.frames import probe
     from simpsons.prediction import Predictor
 
     options = _video_options(args)
@@ -489,7 +576,7 @@ def run_video(args: argparse.Namespace) -> int:
     derive = several or args.out_dir is not None or any(Path(p).is_dir() for p in args.inputs)
     plans = videos.plan_outputs(found, given, args.out_dir and Path(args.out_dir), derive)
     if not several:
-        videos.probe(plans[0][0])  # a broken file fails before the model loads
+        probe(plans[0][0])  # a broken file fails before the model loads
     predictor = Predictor.load(args.model)
     failed = []
     for path, outputs in plans:

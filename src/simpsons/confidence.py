@@ -9,18 +9,21 @@ temperature scaling.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import recall_score
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
-from simpsons.errors import SimpsonsError
-from simpsons.evaluation import Evaluation, confidence_figures, evaluate, plt, pretty, save_figure
+from simpsons.calibration import (describe_prior_correction, fit_prior_correction, fit_temperature,
+                                  negative_log_likelihood)
+from simpsons.errors import ParameterError, SimpsonsError
+from simpsons.evaluation import Evaluation, confidence_figures, evaluate
 from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study
+from simpsons.plots import plt, pretty, save_figure
 from simpsons.prediction import Predictor, PriorCorrection, softmax
 
 FIGURES = ("best", "gap", "std")
@@ -28,8 +31,8 @@ FIGURE_LABELS = {"best": "best probability", "gap": "gap between the two best", 
 ARTICLE = {"correct": {"best": 0.83, "gap": 0.773, "std": 0.21}, "wrong": {"best": 0.27, "gap": 0.092, "std": 0.07}}
 THRESHOLDS = np.round(np.arange(101) / 100, 2)
 ECE_BINS = 15
-TEMPERATURE_BOUNDS = (0.05, 20.0)
-PRIOR_STRENGTHS = np.round(np.arange(16) / 10, 1)  # 0 (no correction) to 1.5
+
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- the three figures
@@ -216,56 +219,7 @@ def _draw_curve(axes: plt.Axes, curve: dict, thresholds: list[float], chosen: fl
         axes.legend(fontsize=8, loc="lower left")
 
 
-# --------------------------------------------------------------------------- prior correction
-
-
-def balanced_accuracy(logits: np.ndarray, true: np.ndarray) -> float:
-    """The mean over characters of the share of their pictures answered right: the accuracy to expect
-    if every character were equally likely."""
-    return float(recall_score(true, logits.argmax(axis=1), labels=np.unique(true), average="macro", zero_division=0))
-
-
-def fit_prior_correction(logits: np.ndarray, true: np.ndarray,
-                         training_counts: list[int]) -> tuple[PriorCorrection, dict]:
-    """The prior correction (strength in ``PRIOR_STRENGTHS``) that gives the uncorrected ``logits`` of the
-    validation pictures the best balanced accuracy, the weakest of equals; and the curve it was chosen on.
-
-    The training pictures are not spread evenly over the characters (Homer has 12 times Mayor Quimby's),
-    and a test set or a user may be: the balanced accuracy is what the strength should win there."""
-    if len(true) == 0:
-        raise SimpsonsError("no images to fit the prior correction on")
-    counts = [max(int(count), 1) for count in training_counts]  # a character with no training picture: 1
-    corrections = [PriorCorrection(float(strength), counts) for strength in PRIOR_STRENGTHS]
-    scores = [balanced_accuracy(logits + correction.offsets(), true) for correction in corrections]
-    best = int(np.argmax(scores))
-    curve = {"strengths": PRIOR_STRENGTHS.tolist(), "validation_balanced_accuracy": scores}
-    return corrections[best], curve
-
-
-def describe_prior_correction(curve: dict, strength: float) -> str:
-    """The chosen strength and what it does to the validation split, in one line."""
-    scores = curve["validation_balanced_accuracy"]
-    chosen = scores[curve["strengths"].index(strength)]
-    return (f"prior correction: strength {strength:g} (validation balanced accuracy {scores[0]:.4f} without, "
-            f"{chosen:.4f} with)")
-
-
 # --------------------------------------------------------------------------- calibration
-
-
-def negative_log_likelihood(logits: np.ndarray, true: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the true classes after temperature scaling of the logits."""
-    scaled = softmax(logits, temperature).astype(np.float64)
-    return float(-np.mean(np.log(np.clip(scaled[np.arange(len(true)), true], 1e-30, None))))
-
-
-def fit_temperature(logits: np.ndarray, true: np.ndarray) -> float:
-    """The temperature minimising the NLL (bounded search in 0.05..20)."""
-    if len(true) == 0:
-        raise SimpsonsError("no images to fit the temperature on")
-    result = minimize_scalar(lambda t: negative_log_likelihood(logits, true, t),
-                             bounds=TEMPERATURE_BOUNDS, method="bounded", options={"xatol": 1e-4})
-    return float(result.x)
 
 
 def reliability(probabilities: np.ndarray, true: np.ndarray, bins: int = ECE_BINS) -> dict:
@@ -345,9 +299,9 @@ def run_study(
     calibrate: str | Path | None = None,
     unknown: str | Path | None = None,
     prior_correction: bool = True,
-    log=print,
+    log: Callable[[str], None] = logger.info,
 ) -> Study:
-    """The whole study on ``data_dir``: prints the tables, writes the PNGs, returns the JSON payload.
+    """The whole study on ``data_dir``: tells ``log`` the tables, writes the PNGs, returns the JSON payload.
 
     With ``calibrate`` (the training folder), the prior correction, the temperature and the recommended
     thresholds are chosen on the bundle's shot-aware validation split, in that order; ``data_dir`` only
@@ -358,7 +312,7 @@ def run_study(
         raise SimpsonsError(f"the model does not know the character {character!r}; it knows "
                             f"{', '.join(bundle.characters)}")
     if target_precision is not None and not 0 < target_precision <= 1:
-        raise SimpsonsError(f"--target-precision must be in (0, 1], not {target_precision:g}")
+        raise ParameterError("target_precision", f"{{name}} must be in (0, 1], not {target_precision:g}")
     training, validation_images = shot_aware_parts(calibrate, bundle) if calibrate is not None else (None, None)
     prior_study = None
     if not prior_correction:

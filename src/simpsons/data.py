@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 FLAT_NAME = re.compile(r"^(?P<character>.+?)_(?P<number>\d+)$")
@@ -393,7 +393,8 @@ def select_characters(
         kept = [c for c, n in counts.items() if n >= min_images]
     if not kept:
         most = max(counts.values(), default=0)
-        raise SimpsonsError(f"no character has at least {min_images} images (the most is {most}); lower --min-images")
+        raise ParameterError("min_images",
+                             f"no character has at least {min_images} images (the most is {most}); lower {{name}}")
     return relabel(data, kept)
 
 

@@ -1,28 +1,18 @@
-"""Evaluation: per-character metrics, the confusion matrix, the grid of 12 and the learning curve."""
+"""Evaluation: per-character metrics, the confusion matrix, the grid of 12 and the most confused pairs."""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-import numpy as np  # noqa: E402
-from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
-
-from simpsons.bundle import Bundle, replacing, save_bundle, write_atomically  # noqa: E402
-from simpsons.data import LabelledImages, open_rgb  # noqa: E402
-from simpsons.prediction import UNKNOWN, Predictor  # noqa: E402
-
-
-def pretty(name: str) -> str:
-    """``charles_montgomery_burns`` -> ``Charles Montgomery Burns``."""
-    return name.replace("_", " ").title()
+from simpsons.bundle import Bundle, save_bundle
+from simpsons.data import LabelledImages, open_rgb
+from simpsons.plots import plt, pretty, save_figure
+from simpsons.prediction import UNKNOWN, Predictor
 
 
 def accuracy_of(bundle: Bundle, data: LabelledImages) -> float:
@@ -154,21 +144,6 @@ def record_test_accuracy(predictor: Predictor, path: str | Path, data_dir: str |
     save_bundle(bundle, path)
 
 
-def write_json(payload: dict, path: str | Path) -> None:
-    """Write JSON atomically."""
-    write_atomically(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
-def save_figure(figure: plt.Figure, path: str | Path) -> None:
-    """Save a figure as PNG atomically (a temporary file renamed into place) and close it."""
-    figure.tight_layout()
-    try:
-        with replacing(path) as partial:
-            figure.savefig(partial, format="png", dpi=120, bbox_inches="tight")
-    finally:
-        plt.close(figure)
-
-
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:
     """Row-normalised confusion matrix (recall on the diagonal) with readable names.
 
@@ -255,36 +230,4 @@ def plot_confused_pairs(evaluation: Evaluation, path: str | Path, top: int = 6, 
         if not axes.images:
             axes.set_frame_on(False)
     figure.suptitle("Most confused pairs: true → predicted,\nmistakes (share of the true character's pictures)", y=1.02)
-    save_figure(figure, path)
-
-
-def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title: str) -> None:
-    """Loss and accuracy per epoch, training against validation."""
-    epochs = [int(row["epoch"]) + 1 for row in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axes, metric, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy")):
-        axes.plot(epochs, [row.get(metric, np.nan) for row in history], label="training", color="tab:blue")
-        axes.plot(epochs, [row.get(f"val_{metric}", np.nan) for row in history], label="validation (shot-aware)",
-                  color="tab:orange")
-        axes.set_xlabel("epoch")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25 on a short run's axis
-        axes.set_ylabel(label)
-        axes.grid(alpha=0.3)
-        axes.legend()
-    loss_axes.set_title("Loss")
-    accuracy_axes.set_title("Accuracy")
-    figure.suptitle(f"Learning curve: {title}")
-    save_figure(figure, path)
-
-
-def plot_counts(counts: dict[str, int], path: str | Path, title: str) -> None:
-    """Horizontal bar chart of images per character (the article's distribution plot)."""
-    ordered = sorted(counts.items(), key=lambda item: item[1])
-    figure, axes = plt.subplots(figsize=(8, max(3, 0.28 * len(ordered) + 1)))
-    axes.barh([pretty(name) for name, _ in ordered], [n for _, n in ordered], color="#f5c518", edgecolor="#333")
-    for y, (_, n) in enumerate(ordered):
-        axes.text(n, y, f" {n}", va="center", fontsize=8)
-    axes.set_xlabel("images")
-    axes.set_title(title)
-    axes.tick_params(axis="y", labelsize=8)
     save_figure(figure, path)

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from simpsons import data as datasets
-from simpsons.bundle import Bundle, check_description, write_atomically
+from simpsons.bundle import Bundle, check_description
 from simpsons.errors import SimpsonsError
+from simpsons.files import write_atomically
 
 METADATA_KEY = "simpsons_bundle"
 OUTPUT_KEY, OUTPUT = "simpsons_output", "logits,features"

@@ -21,7 +21,8 @@ from scipy.special import logsumexp
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
-from simpsons.evaluation import Evaluation, confidence_figures, plt, save_figure
+from simpsons.evaluation import Evaluation, confidence_figures
+from simpsons.plots import plt, save_figure
 from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, answer_figure, sigmoid, softmax, unit_rows
 
 KNOWN_KEPT = 0.95

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simpsons.bundle import write_atomically
+from simpsons.files import write_atomically
 from simpsons.errors import SimpsonsError
 from simpsons.video import DEFAULT_OUTPUTS, Options, Outputs, find_videos, plan_outputs, process_video
 
@@ -287,7 +287,7 @@ def plot_series(summary: dict, path: str | Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from simpsons.evaluation import pretty, save_figure
+    from simpsons.plots import pretty, save_figure
 
     names, rows = list(summary["screen_time"]), summary["episodes"]
     seconds = np.array([[row["screen_time"].get(name, 0.0) for row in rows] for name in names]).reshape(
@@ -410,7 +410,7 @@ def _print_speed(timings: list[tuple[float, float]], wall: float) -> None:
 
 
 def _print_summary(summary: dict, written: list[Path]) -> None:
-    from simpsons.evaluation import pretty
+    from simpsons.plots import pretty
 
     counts = summary["counts"]
     print(f"screen time over {_count(counts['complete'], 'episode')} ({_duration(summary['video_seconds'])} of video):")

@@ -16,8 +16,9 @@ import numpy as np
 
 from simpsons import data as datasets
 from simpsons.boxes import cutout_masks, find_boxes_file, read_boxes
-from simpsons.bundle import Bundle, load_bundle, save_bundle, write_atomically
+from simpsons.bundle import Bundle, load_bundle, save_bundle
 from simpsons.errors import SimpsonsError
+from simpsons.files import write_atomically
 from simpsons.models import (
     MixedCrossentropy,
     build_augmentation,
@@ -665,8 +666,9 @@ def _save_result(
 ) -> Path:
     """Learning curve, best weights, the prior correction chosen on the validation split (with
     ``training_counts``), metrics and the bundle at the end of a training session."""
-    from simpsons.confidence import balanced_accuracy, describe_prior_correction, fit_prior_correction
-    from simpsons.evaluation import accuracy_of, plot_learning_curve
+    from simpsons.calibration import balanced_accuracy, describe_prior_correction, fit_prior_correction
+    from simpsons.evaluation import accuracy_of
+    from simpsons.plots import plot_learning_curve
     from simpsons.prediction import Predictor
 
     recipe = metadata["recipe"]

@@ -1,17 +1,15 @@
-"""Who is on screen when: sample a video's frames, classify crops of them, smooth and cut into segments."""
+"""Who is on screen when: sample a video's frames, classify crops of them, smooth and cut into segments (see
+``timeline``), and write the timeline, subtitles, chart and annotated video."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
+import logging
 import queue
-import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,144 +17,17 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
-from simpsons.bundle import replacing, write_atomically
 from simpsons.data import NO_CHARACTER, gather_files
 from simpsons.errors import SimpsonsError
+from simpsons.files import replacing, write_atomically
+from simpsons.frames import (CROPS, VIDEO_SUFFIXES, VideoInfo, crop_frame, demuxed, error_reason, frame_seconds,
+                             open_video, probe, sampled_frames, video_info)
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
+from simpsons.timeline import Segment, find_segments, sample_ends, screen_time, smooth, srt_text, timeline_csv
 
-CROPS = ("full", "left", "right")
 DEFAULT_PRESENCE = 0.5
-IMAGE_FORMATS = {"image2", "gif", "apng", "webp_pipe"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
+logger = logging.getLogger(__name__)
 _DONE = object()
-
-
-# --------------------------------------------------------------------------- the video and its frames
-
-
-@dataclass
-class VideoInfo:
-    """What the container says about the video stream."""
-
-    path: str
-    fps: float
-    frames: int
-    duration: float
-    width: int
-    height: int
-    codec: str
-
-    def as_dict(self) -> dict:
-        return {"path": self.path, "fps": round(self.fps, 6), "frames": self.frames,
-                "duration": round(self.duration, 6), "width": self.width, "height": self.height, "codec": self.codec}
-
-
-def _open(path: Path):  # -> tuple[av.container.InputContainer, av.VideoStream]
-    """Open ``path`` with PyAV and return the container and its first video stream."""
-    import av
-
-    if not path.exists():
-        raise SimpsonsError(f"no such video file: {path}")
-    if not path.is_file():
-        raise SimpsonsError(f"not a video file: {path}")
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise SimpsonsError(f"not a readable video: {path} ({_reason(error)})") from None
-    name = container.format.name
-    if not container.streams.video or name in IMAGE_FORMATS or name.endswith("_pipe"):
-        what = "a still image" if container.streams.video else "no video stream"
-        container.close()
-        raise SimpsonsError(f"not a video: {path} ({what}, format {name})")
-    return container, container.streams.video[0]
-
-
-def _reason(error: BaseException) -> str:
-    text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-    return text.strip().splitlines()[0][:120]
-
-
-def video_info(container, stream, path: Path) -> VideoInfo:
-    """Frame rate, frame count, duration and size, estimated from the stream or the container."""
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    fps = float(rate) if rate else 0.0
-    duration = 0.0
-    if stream.duration and stream.time_base:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration:
-        duration = container.duration / 1_000_000
-    frames = int(stream.frames or round(duration * fps))
-    return VideoInfo(str(path), fps, frames, duration, stream.codec_context.width, stream.codec_context.height,
-                     stream.codec_context.name)
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """The video's information; a missing file or a file that is not a video raises ``SimpsonsError``."""
-    container, stream = _open(Path(path))
-    try:
-        info = video_info(container, stream, Path(path))
-    finally:
-        container.close()
-    if info.width <= 0 or info.height <= 0:
-        raise SimpsonsError(f"not a video: {path} (no picture size)")
-    return info
-
-
-def crop_frame(image: Image.Image, crops: tuple[str, ...] | list[str]) -> list[Image.Image]:
-    """The article's crops of one frame: the full frame, its left half and its right half."""
-    width, height = image.size
-    boxes = {"full": (0, 0, width, height), "left": (0, 0, max(1, width // 2), height),
-             "right": (width // 2, 0, width, height)}
-    return [image if name == "full" else image.crop(boxes[name]) for name in crops]
-
-
-def sampled_frames(path: str | Path, sample_fps: float) -> Iterator[tuple[float, Image.Image | None]]:
-    """Every decoded frame as ``(seconds, image)``; the image is ``None`` for frames the sampling skips.
-
-    A frame is sampled when its timestamp reaches the next multiple of ``1 / sample_fps``
-    (``sample_fps == 0``: every frame). Decoding errors (a truncated file) raise ``SimpsonsError``.
-    """
-    container, stream = _open(Path(path))
-    stream.thread_type = "AUTO"
-    step = 1.0 / sample_fps if sample_fps > 0 else 0.0
-    following = 0.0
-    try:
-        for index, (_, frame) in enumerate(_demuxed(container, stream, None, False, path)):
-            seconds = frame_seconds(frame, stream, index)
-            if seconds + 1e-6 >= following:
-                following = seconds if step == 0 else (np.floor(seconds / step + 1e-6) + 1) * step
-                yield seconds, frame.to_image()
-            else:
-                yield seconds, None
-    finally:
-        container.close()
-
-
-def _demuxed(container, video, audio, decode_audio: bool, path) -> Iterator[tuple[bool, object]]:
-    """``(True, video frame)`` and ``(False, audio packet, or frame with decode_audio)`` in file order.
-
-    Decoding errors (a truncated file) raise ``SimpsonsError``.
-    """
-    import av
-
-    streams = [video] if audio is None else [video, audio]
-    try:
-        for packet in container.demux(*streams):
-            if packet.stream.type == "video":
-                yield from ((True, frame) for frame in packet.decode())
-            elif decode_audio:
-                yield from ((False, frame) for frame in packet.decode())
-            elif packet.dts is not None:  # not the empty packet that ends the stream
-                yield False, packet
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise SimpsonsError(f"cannot decode {path}: {_reason(error)} (truncated or damaged file?)") from None
-
-
-def frame_seconds(frame, stream, index: int) -> float:
-    """The frame's time from the stream's start; ``index / fps`` when it has no timestamp."""
-    if frame.pts is not None and frame.time_base is not None:
-        return float((frame.pts - (stream.start_time or 0)) * frame.time_base)
-    return index / float(stream.average_rate or 25)
 
 
 # --------------------------------------------------------------------------- classification
@@ -252,7 +123,7 @@ def _check_complete(samples: list[Sample], info: VideoInfo, sample_fps: float, p
                             "(truncated file?)")
 
 
-# --------------------------------------------------------------------------- presence, smoothing, segments
+# --------------------------------------------------------------------------- presence of the characters
 
 
 def presence_threshold(predictor: Predictor, character: str, min_prob: float | None) -> float:
@@ -291,90 +162,12 @@ def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float
     return present, best, sides
 
 
-def smooth(present: np.ndarray, window: int = 3) -> np.ndarray:
-    """Majority (median) filter over ``window`` neighbouring samples, per character column.
-
-    One odd sample neither creates nor breaks a character; the ends repeat the edge samples.
-    """
-    present = np.asarray(present, bool)
-    if window <= 1 or len(present) == 0:
-        return present.copy()
-    if window % 2 == 0:
-        raise SimpsonsError("the smoothing window must be an odd number of samples")
-    half = window // 2
-    column_view = present.reshape(len(present), -1)
-    padded = np.pad(column_view, ((half, half), (0, 0)), mode="edge").astype(np.int32)
-    counts = sliding_window_view(padded, window, axis=0).sum(axis=-1)
-    return (counts > half).reshape(present.shape)
-
-
-@dataclass
-class Segment:
-    """One character on screen from ``start`` to ``end`` seconds."""
-
-    character: str
-    start: float
-    end: float
-    mean_probability: float
-    crops: list[str] = field(default_factory=list)
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-    def as_dict(self) -> dict:
-        return {"character": self.character, "start": round(self.start, 3), "end": round(self.end, 3),
-                "duration": round(self.duration, 3), "mean_probability": round(self.mean_probability, 4),
-                "crops": self.crops}
-
-
-def sample_ends(times: list[float], info: VideoInfo, sample_fps: float) -> list[float]:
-    """Where each sample's stretch of time ends: the next sample's time, the video's end for the last."""
-    if not times:
-        return []
-    period = sample_period(info, sample_fps)
-    last_end = times[-1] + period
-    if info.duration > times[-1]:
-        last_end = min(last_end, info.duration)
-    return list(times[1:]) + [last_end]
-
-
-def find_segments(times: list[float], ends: list[float], smoothed: np.ndarray, best: np.ndarray,
-                  sides: list[list[set[str]]], characters: list[str]) -> list[Segment]:
-    """Runs of smoothed presence per character, ordered by start time."""
-    segments = []
-    for column, name in enumerate(characters):
-        row = 0
-        while row < len(times):
-            if not smoothed[row, column]:
-                row += 1
-                continue
-            first = row
-            while row < len(times) and smoothed[row, column]:
-                row += 1
-            seen = best[first:row, column]
-            if not (seen > 0).any():  # filled in by smoothing between two stray samples only
-                continue
-            crops = sorted({c for r in range(first, row) for c in sides[r][column]}, key=CROPS.index)
-            segments.append(Segment(name, times[first], ends[row - 1],
-                                    float(seen[seen > 0].mean()), crops))
-    return sorted(segments, key=lambda s: (s.start, s.character))
-
-
-def screen_time(segments: list[Segment]) -> dict[str, float]:
-    """Seconds on screen per character, most first."""
-    totals: dict[str, float] = {}
-    for segment in segments:
-        totals[segment.character] = totals.get(segment.character, 0.0) + segment.duration
-    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
-
-
 # --------------------------------------------------------------------------- outputs
 
 
 def summary_table(segments: list[Segment], info: VideoInfo) -> str:
     """Screen time per character, most first, as a text table."""
-    from simpsons.evaluation import pretty
+    from simpsons.plots import pretty
 
     totals = screen_time(segments)
     if not totals:
@@ -405,55 +198,11 @@ def timeline_payload(info: VideoInfo, samples: list[Sample], segments: list[Segm
     }
 
 
-def timeline_csv(segments: list[Segment]) -> str:
-    """The segments as CSV: character, start, end, duration, mean probability, crops."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["character", "start", "end", "duration", "mean_probability", "crops"])
-    for s in segments:
-        row = s.as_dict()
-        writer.writerow([s.character, row["start"], row["end"], row["duration"], row["mean_probability"],
-                         " ".join(s.crops)])
-    return buffer.getvalue()
-
-
-def srt_time(seconds: float) -> str:
-    """``83.5`` -> ``00:01:23,500``."""
-    millis = int(round(max(seconds, 0.0) * 1000))
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    return f"{hours:02d}:{minutes:02d}:{rest // 1000:02d},{rest % 1000:03d}"
-
-
-def srt_cues(segments: list[Segment]) -> list[tuple[float, float, list[str]]]:
-    """Non-overlapping cues ``(start, end, names)``: overlapping segments merged into one cue listing all names."""
-    edges = sorted({t for s in segments for t in (s.start, s.end)})
-    cues: list[tuple[float, float, list[str]]] = []
-    for start, end in zip(edges, edges[1:]):
-        names = sorted({s.character for s in segments if s.start <= start and s.end >= end})
-        if not names:
-            continue
-        if cues and cues[-1][2] == names and cues[-1][1] == start:
-            cues[-1] = (cues[-1][0], end, names)
-        else:
-            cues.append((start, end, names))
-    return cues
-
-
-def srt_text(segments: list[Segment]) -> str:
-    """SRT subtitles naming who is on screen."""
-    from simpsons.evaluation import pretty
-
-    blocks = [f"{i}\n{srt_time(start)} --> {srt_time(end)}\n{', '.join(pretty(n) for n in names)}\n"
-              for i, (start, end, names) in enumerate(srt_cues(segments), start=1)]
-    return "\n".join(blocks)
-
-
 def plot_timeline(segments: list[Segment], info: VideoInfo, path: str | Path) -> None:
     """One lane per character (most screen time on top) with a bar per segment."""
     import matplotlib.pyplot as plt
 
-    from simpsons.evaluation import pretty, save_figure
+    from simpsons.plots import pretty, save_figure
 
     names = list(screen_time(segments))
     figure, axes = plt.subplots(figsize=(10, 1.2 + 0.45 * max(1, len(names))))
@@ -487,7 +236,7 @@ def check_writable(path: str | Path, suffixes: tuple[str, ...], what: str) -> Pa
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise SimpsonsError(f"cannot write the {what} {target}: {_reason(error)}") from None
+        raise SimpsonsError(f"cannot write the {what} {target}: {error_reason(error)}") from None
     return target
 
 
@@ -537,8 +286,8 @@ def analyse_video(path: str | Path, predictor: Predictor, sample_fps: float = 2.
     present, best, sides = presence_matrix(samples, predictor, min_prob)
     smoothed = smooth(present, window)
     times = [s.time for s in samples]
-    segments = find_segments(times, sample_ends(times, info, sample_fps), smoothed, best, sides,
-                             list(predictor.characters))
+    ends = sample_ends(times, sample_period(info, sample_fps), info.duration)
+    segments = find_segments(times, ends, smoothed, best, sides, list(predictor.characters))
     return VideoResult(info, samples, segments, smoothed, time.perf_counter() - began)
 
 
@@ -566,7 +315,7 @@ class CropLabel:
     probability: float = 0.0
 
     def text(self, crop: str) -> str:
-        from simpsons.evaluation import pretty
+        from simpsons.plots import pretty
 
         if self.character == UNKNOWN:
             return f"{crop}: unknown"
@@ -638,7 +387,7 @@ def video_encoder() -> str:
             return name
         except av.codec.codec.UnknownCodecError:
             continue
-    print("simpsons: warning: this PyAV has no H.264 encoder: the annotated video is MPEG-4 part 2", file=sys.stderr)
+    logger.warning("this PyAV has no H.264 encoder: the annotated video is MPEG-4 part 2")
     return "mpeg4"
 
 
@@ -701,7 +450,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
     import av
     from tqdm import tqdm
 
-    container, stream = _open(Path(path))
+    container, stream = open_video(Path(path))
     stream.thread_type = "AUTO"
     total = video_info(container, stream, Path(path)).frames
     bar = tqdm(total=total or None, unit="frame", desc=f"annotating {Path(path).name}", leave=False,
@@ -710,7 +459,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
         with replacing(target) as partial, av.open(str(partial), "w", format="mp4") as output:
             annotator = _Annotator(output, stream, times, labels)
             audio, audio_out, reencode = _add_audio(output, container)
-            for is_video, item in _demuxed(container, stream, audio, reencode, path):
+            for is_video, item in demuxed(container, stream, audio, reencode, path):
                 if is_video:
                     output.mux(annotator.encode(item))
                     bar.update(1)
@@ -723,7 +472,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
             if reencode:
                 output.mux(audio_out.encode())
     except (av.FFmpegError, OSError, ValueError) as error:
-        raise SimpsonsError(f"cannot write the annotated video {target}: {_reason(error)}") from None
+        raise SimpsonsError(f"cannot write the annotated video {target}: {error_reason(error)}") from None
     finally:
         bar.close()
         container.close()

@@ -39,8 +39,10 @@ from simpsons import labelling
 from simpsons import video as videos
 from simpsons.bundle import Bundle
 from simpsons.data import open_rgb
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
+from simpsons.frames import probe
 from simpsons.prediction import Predictor, Scores
+from simpsons.timeline import Segment, screen_time
 
 MB = 1024 * 1024
 DEFAULT_PICTURE_LIMIT = 20 * MB
@@ -285,10 +287,10 @@ class _JobPredictor(Predictor):
         return rows
 
 
-def screen_time_rows(segments: list[videos.Segment], duration: float) -> list[dict[str, Any]]:
+def screen_time_rows(segments: list[Segment], duration: float) -> list[dict[str, Any]]:
     """The screen-time table: seconds, share of the clip, segments and mean probability per character."""
     rows = []
-    for name, seconds in videos.screen_time(segments).items():
+    for name, seconds in screen_time(segments).items():
         mine = [s for s in segments if s.character == name]
         mean = sum(s.mean_probability * s.duration for s in mine) / max(seconds, 1e-9)
         rows.append({"character": name, "seconds": round(seconds, 2), "share": round(seconds / duration, 4)
@@ -574,7 +576,7 @@ async def submit_video(request: Request, state: State, sample_fps: Annotated[flo
     clip = job.folder / CLIP_NAME
     try:
         await run_in_threadpool(store, upload.file, clip)
-        info = await run_in_threadpool(videos.probe, clip)
+        info = await run_in_threadpool(probe, clip)
     except SimpsonsError as error:
         with state.lock:
             state.forget(job)
@@ -670,7 +672,7 @@ def create_app(model: str | Path | None = None, dataset: str | Path | None = Non
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``; ``SimpsonsError`` when the port is taken or the host unknown."""
     if not 0 <= port <= 65535:
-        raise SimpsonsError(f"--port must be between 0 and 65535, not {port}")
+        raise ParameterError("port", f"{{name}} must be between 0 and 65535, not {port}")
     try:
         family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         server = socket.socket(family, kind, protocol)
@@ -699,7 +701,7 @@ def serve(model: str | None, host: str, port: int, dataset: str | None, picture_
     server = listen(host, port)
     try:
         app = create_app(model, dataset, picture_mb * MB, clip_mb * MB)
-        print(f"simpsons: serving {url_of(server)} (Ctrl-C to stop)", flush=True)
+        log.info("serving %s (Ctrl-C to stop)", url_of(server))
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[server])
     finally:
         server.close()
