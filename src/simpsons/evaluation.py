@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import classification_report, confusion_matrix, f1_score  # noqa: E402
 
-from simpsons.bundle import Bundle, replacing, save_bundle, write_atomically  # noqa: E402
+from simpsons.bundle import Bundle, replacing, rewrite_description, write_atomically  # noqa: E402
 from simpsons.data import LabelledImages, open_rgb  # noqa: E402
 from simpsons.prediction import UNKNOWN, Predictor  # noqa: E402
 
@@ -146,12 +146,12 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
 
 def record_test_accuracy(predictor: Predictor, path: str | Path, data_dir: str | Path, metrics: dict) -> None:
     """Store the best guesses' accuracy on a test set in the bundle's metrics (what ``serve`` shows, like
-    ``train --test``), atomically."""
+    ``train --test``), atomically; the bundle's network file stays as it is."""
     bundle = predictor.bundle
     test = {"test_accuracy": metrics["top1_accuracy"], "test_images": metrics["images"],
             "test_data": str(Path(data_dir).resolve())}
     bundle.metadata = {**bundle.metadata, "metrics": {**bundle.metadata.get("metrics", {}), **test}}
-    save_bundle(bundle, path)
+    rewrite_description(bundle, path)
 
 
 def write_json(payload: dict, path: str | Path) -> None:

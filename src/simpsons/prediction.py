@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from simpsons.bundle import Bundle, load_bundle
+from simpsons.backends import load_for_inference
+from simpsons.bundle import Bundle
 from simpsons.data import open_rgb, resize_square
 from simpsons.errors import SimpsonsError
-from simpsons.export import OnnxNetwork
+from simpsons.onnx_network import OnnxNetwork
 
 UNKNOWN = "unknown"
 
@@ -168,7 +169,8 @@ class Predictor:
 
     ``raw=True`` gives the network's own probabilities: the bundle's temperature, thresholds and
     stranger detector are ignored (what the confidence study fits them on). The bundle's flip
-    test-time augmentation and prior correction are part of the network's answer, raw or not.
+    test-time augmentation and prior correction are part of the network's answer, raw or not. The
+    network is the bundle's Keras model or its ONNX export: everything around it is the same code.
     """
 
     def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
@@ -192,16 +194,15 @@ class Predictor:
             return self.bundle.model
         from simpsons.models import scoring_network
 
-        return scoring_network(self.bundle.model, mirror=self.bundle.test_time_flip)
+        return scoring_network(self.bundle.model)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Predictor:
-        """A predictor for the bundle (or exported ``.onnx`` file) at ``path``, or the shipped default model."""
-        if path is not None and str(path).endswith(".onnx"):
-            from simpsons.export import load_onnx_bundle
+    def load(cls, path: str | Path | None = None, backend: str | None = None) -> Predictor:
+        """A predictor for the bundle (or exported ``.onnx`` file) at ``path``, or the shipped default model.
 
-            return cls(load_onnx_bundle(path))
-        return cls(load_bundle(path or default_model_path()))
+        ``backend``: ``"onnx"`` (ONNX Runtime), ``"keras"``, or ``None``: ONNX Runtime when the bundle has
+        an up-to-date export beside it (the shipped model has), else Keras (see ``backends``)."""
+        return cls(load_for_inference(path or default_model_path(), backend))
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Pixels as the model wants them: RGB, squashed to its input size."""
@@ -213,10 +214,22 @@ class Predictor:
         if len(pixels) == 0:  # the network's answer to one blank picture gives the shapes
             logits, features = self.logits_and_features(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
             return logits[:0], features[:0]
-        chunks = [self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32))
+        chunks = [self._network_outputs(pixels[start : start + self.batch_size])
                   for start in range(0, len(pixels), self.batch_size)]
-        logits, features = (np.concatenate([np.asarray(chunk[output]) for chunk in chunks]) for output in (0, 1))
+        logits, features = (np.concatenate([chunk[output] for chunk in chunks]) for output in (0, 1))
         return (logits if self.logit_offsets is None else logits + self.logit_offsets), features
+
+    def _network_outputs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and features of one batch; with the bundle's flip, the means over each picture and its
+        mirror image (both in one network call; the mean logits are the logits of the mean features)."""
+        batch = pixels.astype(np.float32)
+        if not self.bundle.test_time_flip:
+            logits, features = self.network.predict_on_batch(batch)[:2]
+            return np.asarray(logits), np.asarray(features)
+        logits, features = (np.asarray(output) for output in
+                            self.network.predict_on_batch(np.concatenate([batch, batch[:, :, ::-1]]))[:2])
+        rows = len(batch)
+        return (logits[:rows] + logits[rows:]) / 2, (features[:rows] + features[rows:]) / 2
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The network's logits (with the bundle's prior correction) for a uint8 batch of any length."""
