@@ -12,6 +12,7 @@ from simpsons.errors import SimpsonsError
 from simpsons.extras import import_tensorflow_quietly, require_training_extra
 
 EXIT_USAGE = 2
+PREDICT_BATCH = 256  # pictures per network call of `predict`: the pool decodes the next ones meanwhile
 
 
 def _characters(value: str) -> list[str]:
@@ -378,21 +379,27 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from simpsons.data import BadFile, describe_bad_files, gather_files, open_rgb
+    import numpy as np
+
+    from simpsons.data import BadFile, describe_bad_files, gather_files
     from simpsons.prediction import Predictor
 
     files = gather_files(args.paths)
     predictor = Predictor.load(args.model, args.backend)
-    readable, images, bad = [], [], []
-    for path in files:
-        try:
-            images.append(open_rgb(path))
-            readable.append(path)
-        except (OSError, ValueError, SyntaxError) as error:
-            bad.append(BadFile(str(path), f"unreadable image ({type(error).__name__})"))
+    readable, batch, predictions, bad = [], [], [], []
+    for path, pixels in predictor.prepare_files(files):  # decoded by a pool of threads, ahead of the network
+        if isinstance(pixels, str):
+            bad.append(BadFile(str(path), pixels))
+            continue
+        readable.append(path)
+        batch.append(pixels)
+        if len(batch) == PREDICT_BATCH:
+            predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
+            batch = []
     if not readable:
         raise SimpsonsError(f"no readable image among {len(files)} file(s)")
-    predictions = predictor.predict_images(images, top_k=args.top_k)
+    if batch:
+        predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
     if args.json:
         for path, prediction in zip(readable, predictions):
             print(json.dumps({"path": str(path), **prediction.as_dict()}))

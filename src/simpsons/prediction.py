@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -307,10 +310,23 @@ class Predictor:
 
     def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[Prediction]:
         """Predictions for image files; an unreadable file raises ``SimpsonsError``."""
-        images = []
-        for path in paths:
-            try:
-                images.append(open_rgb(path))
-            except (OSError, ValueError, SyntaxError) as error:
-                raise SimpsonsError(f"cannot read image {path}: {type(error).__name__}") from None
-        return self.predict_images(images, top_k)
+        prepared = []
+        for path, pixels in self.prepare_files(paths):
+            if isinstance(pixels, str):
+                raise SimpsonsError(f"cannot read image {path}: {pixels}")
+            prepared.append(pixels)
+        return self.predict_pixels(np.stack(prepared) if prepared else np.zeros((0,), np.uint8), top_k)
+
+    def prepare_files(self, paths: list[str | Path]) -> Iterator[tuple[str | Path, np.ndarray | str]]:
+        """Each file with its pixels as the network wants them, or why it cannot be read, in order.
+
+        A pool of threads (one per core) decodes and resizes ahead of the caller (Pillow works outside
+        the GIL), so the network answers one batch while the next pictures are being decoded."""
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            yield from zip(paths, pool.map(self._prepare_file, paths))
+
+    def _prepare_file(self, path: str | Path) -> np.ndarray | str:
+        try:
+            return self.prepare(open_rgb(path))
+        except (OSError, ValueError, SyntaxError) as error:
+            return f"unreadable image ({type(error).__name__})"
