@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
-    export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
+    export.add_argument("--onnx", required=True,
+                        help="output .onnx file: beside the bundle with its name (model.onnx for model.simpsons), "
+                             "every command answers for the bundle through it; alone, usable as --model")
     export.add_argument("--int8", metavar="TRAIN_DATA",
                         help="quantize to 8-bit integers, calibrated on pictures of the training data: "
                              "smaller and faster on a CPU; prints how often it agrees with the float model")
