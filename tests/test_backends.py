@@ -58,8 +58,9 @@ def dressed(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> Pat
     detector.threshold = float(np.quantile(familiarity, 0.2))  # a fifth unfamiliar
     bundle.stranger_detector = detector.description()
     bundle.threshold = float(np.quantile(best, 0.1))
-    common = np.bincount(probabilities.argmax(axis=1)).argmax()  # half its pictures below its own threshold
-    bundle.character_thresholds = {TEST_CHARACTERS[common]: float(np.median(best[probabilities.argmax(axis=1) == common]))}
+    guesses = probabilities.argmax(axis=1)
+    common = np.bincount(guesses).argmax()  # half its pictures below its own threshold
+    bundle.character_thresholds = {TEST_CHARACTERS[common]: float(np.median(best[guesses == common]))}
     save_bundle(bundle, path)
     export_beside(bundle, path)
     return path
@@ -159,7 +160,8 @@ def test_an_exported_file_runs_only_with_onnx_runtime(dressed: Path):
 def test_predict_answers_alike_with_either_backend(capsys, dressed: Path, sample_paths):
     answers = {}
     for backend in ("onnx", "keras"):
-        code, out, err = run_cli(capsys, "predict", *sample_paths[:8], "--model", dressed, "--backend", backend, "--json")
+        code, out, err = run_cli(capsys, "predict", *sample_paths[:8], "--model", dressed, "--backend", backend,
+                                 "--json")
         assert code == 0, err
         answers[backend] = [json.loads(line) for line in out.splitlines()]
     assert [a["character"] for a in answers["onnx"]] == [a["character"] for a in answers["keras"]]

@@ -49,7 +49,8 @@ class OnnxNetwork:
 
 
 def load_onnx_network(path: str | Path) -> OnnxNetwork:
-    """The network of an ONNX file exported by ``simpsons export``; a foreign or broken file raises ``SimpsonsError``."""
+    """The network of an ONNX file exported by ``simpsons export``; a foreign or broken file raises
+    ``SimpsonsError``."""
     import onnxruntime
 
     path = Path(path)
