@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (Python 3.11, no GPU, no data):
-#   make demo   install into .venv, then name the characters in the sample pictures with the shipped model
-#   make test   install with the test extras, then run every test (what CI runs)
+#   make demo   install the base package into .venv (ONNX Runtime, no TensorFlow), then name the characters in
+#               the sample pictures with the shipped model
+#   make test   install with the test extras (the training extra included), then run the tests
 #   make check  the fast lane: every test but the slow ones (training, end to end, browser)
 PYTHON ?= python3.11
 VENV := .venv

@@ -2,8 +2,9 @@
 
 The long clip is built from ../shared/data/videos/*.mp4 (re-encoded one after the other, looped, at the
 first clip's size and frame rate) in a temporary folder, or kept at --clip. Measured in this one process,
-interleaved: the Keras and the exported ONNX predictor, and the same without batching frames together
-and without the decoding thread; then the command line itself (start-up included) in subprocesses.
+interleaved: the Keras and the ONNX Runtime predictor (the export beside the bundle), and the same without
+batching frames together and without the decoding thread; then the command line itself (start-up
+included) in subprocesses, through its default engine (ONNX Runtime) and with --backend keras.
 
 Usage: python bench/video_speed.py [--minutes 4] [--clip PATH] [--repeats 3] [--model BUNDLE]
 Prints one JSON object; times are medians over the repeats.
@@ -29,8 +30,6 @@ import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
-from simpsons.bundle import load_bundle  # noqa: E402
-from simpsons.export import export_onnx  # noqa: E402
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 from simpsons.frames import CROPS, crop_frame, probe, sampled_frames  # noqa: E402
 from simpsons.video import analyse_video, crop_labels, write_annotated  # noqa: E402
@@ -105,10 +104,10 @@ def command_seconds(*argv: str) -> float:
     return time.perf_counter() - began
 
 
-def measure(clip: Path, onnx: Path, model: str, repeats: int, scratch: Path) -> dict:
+def measure(clip: Path, model: str, repeats: int, scratch: Path) -> dict:
     """Every figure of the report, the in-process ones interleaved Keras / ONNX."""
     long_info, short_info = probe(clip), probe(SHORT_CLIP)
-    keras_predictor, onnx_predictor = Predictor.load(model), Predictor.load(onnx)
+    keras_predictor, onnx_predictor = Predictor.load(model, "keras"), Predictor.load(model, "onnx")
     runs = {
         "default_keras": analysis(clip, keras_predictor, 2.0),
         "default_onnx": analysis(clip, onnx_predictor, 2.0),
@@ -135,9 +134,9 @@ def measure(clip: Path, onnx: Path, model: str, repeats: int, scratch: Path) -> 
         result[f"{name}_s_per_frame"] = round(seconds[name] / short_info.frames, 4)
     result["annotate_frames_per_s"] = round(short_info.frames / seconds["annotate_short_clip"], 1)
     command = {
-        "command_default_keras": (str(clip),),
-        "command_default_onnx": (str(clip), "--model", str(onnx)),
-        "command_every_frame_onnx": (str(SHORT_CLIP), "--sample-fps", "0", "--model", str(onnx)),
+        "command_default_keras": (str(clip), "--model", model, "--backend", "keras"),
+        "command_default_onnx": (str(clip), "--model", model),
+        "command_every_frame_onnx": (str(SHORT_CLIP), "--sample-fps", "0", "--model", model),
     }
     for name, argv in command.items():
         result[f"{name}_s"] = round(median_seconds(lambda argv=argv: command_seconds(*argv), repeats), 2)
@@ -159,15 +158,13 @@ def main() -> None:
         clip = args.clip or scratch / "long.mp4"
         if not clip.is_file():
             build_clip(sorted(VIDEOS.glob("*.mp4")), clip, args.minutes)
-        onnx = scratch / "model.onnx"
-        export_onnx(load_bundle(args.model), onnx)
         info = probe(clip)
         report = {"machine": machine(),
                   "date": time.strftime("%Y-%m-%d"), "repeats": args.repeats,
                   "long_clip": {"seconds": round(info.duration, 1), "frames": info.frames,
                                 "size": f"{info.width}x{info.height}", "fps": round(info.fps, 2)},
                   "short_clip": {"path": SHORT_CLIP.name, "frames": probe(SHORT_CLIP).frames},
-                  **measure(clip, onnx, args.model, args.repeats, scratch)}
+                  **measure(clip, args.model, args.repeats, scratch)}
     print(json.dumps(report, indent=2))
 
 

@@ -13,7 +13,8 @@ from test_cli import one_line_error, run_cli
 from simpsons import data as datasets
 from simpsons.bundle import load_bundle
 from simpsons.errors import SimpsonsError
-from simpsons.export import export_onnx, load_onnx_bundle
+from simpsons.export import export_onnx
+from simpsons.onnx_network import OUTPUT_KEY, load_onnx_bundle
 from simpsons.prediction import Predictor, default_model_path
 
 
@@ -25,7 +26,7 @@ def shipped_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_onnx_gives_the_same_answers_as_keras(shipped_onnx: Path, samples_dir: Path):
-    keras_predictor = Predictor.load()
+    keras_predictor = Predictor.load(backend="keras")
     onnx_predictor = Predictor.load(shipped_onnx)
     images = datasets.load_images(samples_dir, keras_predictor.image_size).images
     from_keras = keras_predictor.probabilities(images)
@@ -116,8 +117,6 @@ def test_int8_export_needs_pictures(capsys, tmp_path: Path, tiny_bundle: Path):
 def test_an_onnx_file_giving_probabilities_is_refused(tmp_path: Path, shipped_onnx: Path):
     import onnx
 
-    from simpsons.export import OUTPUT_KEY
-
     graph = onnx.load(shipped_onnx)
     kept = [entry for entry in graph.metadata_props if entry.key != OUTPUT_KEY]
     del graph.metadata_props[:]
@@ -135,7 +134,7 @@ def test_export_refuses_a_missing_bundle(capsys, tmp_path: Path):
 
 
 def test_the_exported_network_gives_the_features_too(shipped_onnx: Path, samples_dir: Path):
-    keras_predictor, onnx_predictor = Predictor.load(), Predictor.load(shipped_onnx)
+    keras_predictor, onnx_predictor = Predictor.load(backend="keras"), Predictor.load(shipped_onnx)
     images = datasets.load_images(samples_dir, keras_predictor.image_size).images[:5]
     from_keras, from_onnx = keras_predictor.features(images), onnx_predictor.features(images)
     assert from_keras.shape == (5, 256)

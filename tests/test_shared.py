@@ -91,3 +91,26 @@ def test_shipped_model_on_the_whole_test_set(shared_data: Path, tmp_path: Path):
     assert metrics["top1_accuracy"] >= SHIPPED_MIN_TOP1_ACCURACY
     assert metrics["accuracy"] >= SHIPPED_MIN_ACCURACY
     assert metrics["macro_f1"] >= SHIPPED_MIN_MACRO_F1
+
+
+def test_onnx_runtime_and_keras_answer_alike_on_the_whole_test_set(shared_data: Path):
+    """The shipped model's two engines: the same best guesses and answers on all 801 pictures, probabilities and
+    familiarity within 1e-4, with the bundle's thresholds, temperature, prior correction and stranger detector,
+    and with the flip turned on too."""
+    from simpsons.onnx_network import OnnxNetwork
+    from simpsons.prediction import Predictor
+
+    by_onnx, by_keras = Predictor.load(), Predictor.load(backend="keras")
+    assert isinstance(by_onnx.network, OnnxNetwork) and not isinstance(by_keras.network, OnnxNetwork)
+    assert by_onnx.logit_offsets is not None and by_onnx.temperature and by_onnx.stranger_detector
+    test = datasets.load_images(shared_data / "simpsons" / "kaggle_simpson_testset", by_onnx.image_size)
+    assert len(test) == 801
+    for flip in (False, True):
+        by_onnx.bundle.test_time_flip = by_keras.bundle.test_time_flip = flip
+        onnx_scores, keras_scores = by_onnx.score(test.images), by_keras.score(test.images)
+        assert (onnx_scores.probabilities.argmax(axis=1) == keras_scores.probabilities.argmax(axis=1)).all()
+        np.testing.assert_allclose(onnx_scores.probabilities, keras_scores.probabilities, atol=1e-4)
+        np.testing.assert_allclose(onnx_scores.familiarity, keras_scores.familiarity, atol=1e-4)
+        onnx_answers = by_onnx.decide(onnx_scores.probabilities, familiarity=onnx_scores.familiarity)
+        keras_answers = by_keras.decide(keras_scores.probabilities, familiarity=keras_scores.familiarity)
+        assert [a.character for a in onnx_answers] == [a.character for a in keras_answers]

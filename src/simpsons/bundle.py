@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from simpsons.errors import SimpsonsError
+from simpsons.extras import import_tensorflow_quietly, require_training_extra
 from simpsons.files import write_atomically
 
 if TYPE_CHECKING:  # Keras (and its backend) loads only when a network does: the CLI starts fast
@@ -31,7 +32,7 @@ PREPROCESSING = {"color": "RGB", "resize": "squash", "resample": "bilinear", "in
 class Bundle:
     """A classifier with its character names and how to feed it."""
 
-    model: keras.Model  # or an ``OnnxNetwork`` (export.py), whose ``predict_on_batch`` gives logits
+    model: keras.Model  # or an ``OnnxNetwork`` (onnx_network.py), whose ``predict_on_batch`` gives logits
     characters: list[str]
     image_size: int
     threshold: float | None = None
@@ -90,6 +91,30 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
     write_atomically(path, archive.getvalue())
 
 
+def rewrite_description(bundle: Bundle, path: str | Path) -> None:
+    """Store ``bundle``'s description in the bundle file at ``path``, atomically, keeping its network file
+    byte for byte (thresholds, temperature and metadata change; the network and its ONNX export stay valid)."""
+    read_description(path)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
+        zipped.writestr("bundle.json", json.dumps(bundle.description(), indent=2))
+        for member in source.infolist():
+            if member.filename != "bundle.json":
+                zipped.writestr(member, source.read(member))
+    write_atomically(path, archive.getvalue())
+
+
+def network_fingerprint(path: str | Path) -> str:
+    """What identifies the network file inside the bundle at ``path`` (its CRC-32 and size, read from the
+    archive's directory): an ONNX export records it, so a stale export is never taken for the bundle's network."""
+    try:
+        with zipfile.ZipFile(path) as zipped:
+            member = zipped.getinfo("model.keras")
+    except (zipfile.BadZipFile, KeyError, OSError) as error:
+        raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
+    return f"{member.CRC:08x}-{member.file_size}"
+
+
 def read_description(path: str | Path) -> dict[str, Any]:
     """Read and check ``bundle.json`` without loading the network."""
     path = Path(path)
@@ -137,7 +162,10 @@ def _check_prior_correction(description: dict[str, Any], path: str | Path) -> No
 
 
 def load_bundle(path: str | Path) -> Bundle:
-    """Load a bundle; a corrupt or foreign file raises ``SimpsonsError``."""
+    """Load a bundle with its Keras network; a corrupt or foreign file raises ``SimpsonsError``, and so does
+    an install without Keras (the ``train`` extra)."""
+    require_training_extra(f"the Keras network of {path}")
+    import_tensorflow_quietly()
     import keras
 
     description = read_description(path)

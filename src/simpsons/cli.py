@@ -11,8 +11,10 @@ from pathlib import Path
 
 from simpsons import __version__
 from simpsons.errors import ParameterError, SimpsonsError
+from simpsons.extras import import_tensorflow_quietly, require_training_extra
 
 EXIT_USAGE = 2
+PREDICT_BATCH = 256  # pictures per network call of `predict`: the pool decodes the next ones meanwhile
 
 
 def _characters(value: str) -> list[str]:
@@ -43,6 +45,13 @@ def _add_selection(parser: argparse.ArgumentParser) -> None:
                         help=f"keep characters with at least this many images (default {DEFAULT_MIN_IMAGES}: "
                              "the 20 characters of the Kaggle test set)")
     parser.add_argument("--characters", type=_characters, help="comma-separated character names to keep instead")
+
+
+def _add_backend(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("onnx", "keras"),
+                        help="what runs the network: onnx (ONNX Runtime, the export beside the bundle) or keras "
+                             "(needs the training extra); default: onnx when the bundle has an up-to-date export "
+                             "beside it (the shipped model has), else keras")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +133,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
     evaluate.add_argument("data", help="labelled images (either layout)")
     evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
+    _add_backend(evaluate)
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
     evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
     evaluate.add_argument("--write", action="store_true",
@@ -134,7 +144,9 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     """``export [BUNDLE] --onnx FILE``."""
     export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
     export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
-    export.add_argument("--onnx", required=True, help="output .onnx file (usable as predict --model)")
+    export.add_argument("--onnx", required=True,
+                        help="output .onnx file: beside the bundle with its name (model.onnx for model.simpsons), "
+                             "every command answers for the bundle through it; alone, usable as --model")
     export.add_argument("--int8", metavar="TRAIN_DATA",
                         help="quantize to 8-bit integers, calibrated on pictures of the training data: "
                              "smaller and faster on a CPU; prints how often it agrees with the float model")
@@ -144,7 +156,9 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     """``predict PATHS...``: the character in each picture."""
     predict = commands.add_parser("predict", help="name the character in pictures")
     predict.add_argument("paths", nargs="+", help="image files or folders")
-    predict.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    predict.add_argument("--model", help="model bundle (with its .onnx export beside it: fast) or exported .onnx "
+                                         "file (default: the shipped model)")
+    _add_backend(predict)
     predict.add_argument("--top-k", type=_positive, default=3)
     predict.add_argument("--json", action="store_true", help="one JSON object per image instead of a table")
 
@@ -154,6 +168,7 @@ def add_confidence_command(commands: argparse._SubParsersAction) -> None:
     confidence = commands.add_parser("confidence", help="confidence study: correct vs wrong, thresholds, calibration")
     confidence.add_argument("data", help="labelled images (either layout) to study")
     confidence.add_argument("--model", help="model bundle (default: the shipped model; --write needs one)")
+    _add_backend(confidence)
     confidence.add_argument("--report-dir", required=True,
                             help="write the scatter, threshold and reliability PNGs here")
     confidence.add_argument("--json", help="write the figures, all curves and the recommendation to this JSON file")
@@ -196,6 +211,7 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
                         help="start at a random frame within the first SECONDS (default 180)")
     videos.add_argument("--auto", action="store_true", help="let the model file crops into DATASET/_review/")
     videos.add_argument("--model", help="model bundle (--auto: classifier, default the shipped one; else: names)")
+    _add_backend(videos)
     videos.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
     videos.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
     review = actions.add_parser("review", help="accept, relabel or reject the crops --auto left in DATASET/_review/")
@@ -215,7 +231,8 @@ def add_video_command(commands: argparse._SubParsersAction) -> None:
                                               "annotated video")
     video.add_argument("inputs", nargs="+", metavar="INPUT",
                        help="video files or folders of them (any container, resolution and frame rate PyAV decodes)")
-    video.add_argument("--model", help="model bundle or exported .onnx file (faster; default: the shipped model)")
+    video.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    _add_backend(video)
     video.add_argument("--out", metavar="FILE.mp4", help="write the annotated video (H.264, names and probabilities "
                                                          "drawn on every frame, the input's audio)")
     video.add_argument("--out-dir", metavar="DIR",
@@ -243,6 +260,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     """``serve``: the web app."""
     serve = commands.add_parser("serve", help="the web app: drop a picture or a clip in the browser; review labels")
     serve.add_argument("--model", help="model bundle or exported .onnx file (default: the shipped model)")
+    _add_backend(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--dataset", metavar="DIR", help="dataset whose _review/ crops the Review panel shows")
@@ -250,29 +268,16 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--clip-limit", type=_positive, default=500, metavar="MB", help="largest clip (500 MB)")
 
 
-def _needs_keras(args: argparse.Namespace) -> bool:
-    """Whether the command loads a Keras network (an exported .onnx model and the dataset tools do not)."""
-    if args.command == "dataset" or (args.command == "label" and not getattr(args, "auto", False)):
-        return False
-    return not str(getattr(args, "model", None) or "").endswith(".onnx")
-
-
-def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with the process's stderr closed for the moment: on some CPUs (Intel, with
-    oneDNN) it prints notices that TF_CPP_MIN_LOG_LEVEL does not silence, before any answer."""
-    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow" or "tensorflow" in sys.modules:
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow  # noqa: F401
-    except ImportError:
-        pass  # Keras says what is missing when it needs its backend
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+def _keras_task(args: argparse.Namespace) -> str | None:
+    """What the command needs Keras for, as the missing-extra message names it; ``None`` when ONNX Runtime
+    answers (the shipped model and any bundle exported beside it) or no network is involved."""
+    if args.command in ("train", "export"):
+        return f"simpsons {args.command}"
+    if args.command == "confidence" and args.calibrate:
+        return "simpsons confidence --calibrate"
+    if getattr(args, "backend", None) == "keras" and not (args.command == "label" and not getattr(args, "auto", False)):
+        return "--backend keras"
+    return None
 
 
 def flag_of(parameter: str) -> str:
@@ -313,11 +318,11 @@ def _report_library_messages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(_with_label_action(sys.argv[1:] if argv is None else list(argv)))
-    if _needs_keras(args):
-        _import_tensorflow_quietly()
-    _report_library_messages()
+    args = build_parser().parse_args(argv)
     try:
+        if (task := _keras_task(args)) is not None:
+            require_training_extra(task)
+            import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except ParameterError as error:
         print(f"simpsons: error: {error.naming(flag_of)}", file=sys.stderr)
@@ -415,7 +420,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.write and (not args.model or str(args.model).endswith(".onnx")):
         raise SimpsonsError("--write needs --model BUNDLE, a .simpsons bundle (the shipped default model is never "
                             "rewritten)")
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, args.backend)
     images = datasets.load_images(args.data, predictor.image_size)
     if images.bad_files:
         print(datasets.describe_bad_files(images.bad_files))
@@ -448,7 +453,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from simpsons.bundle import load_bundle
+    from simpsons.bundle import load_bundle, network_fingerprint
     from simpsons.export import export_onnx, export_onnx_int8
     from simpsons.prediction import default_model_path
 
@@ -456,32 +461,40 @@ def run_export(args: argparse.Namespace) -> int:
         raise SimpsonsError("the exported file name must end in .onnx")
     if args.int8 and not Path(args.int8).exists():
         raise SimpsonsError(f"dataset folder not found: {args.int8}")
-    bundle = load_bundle(args.bundle or default_model_path())
+    source = args.bundle or default_model_path()
+    bundle = load_bundle(source)
+    fingerprint = network_fingerprint(source)
     if args.int8:
-        agreement, checked = export_onnx_int8(bundle, args.onnx, args.int8)
+        agreement, checked = export_onnx_int8(bundle, args.onnx, args.int8, source=fingerprint)
         print(f"int8 and float models give the same best guess on {agreement:.1%} of {checked} held-out pictures")
     else:
-        export_onnx(bundle, args.onnx)
+        export_onnx(bundle, args.onnx, source=fingerprint)
     print(f"wrote {args.onnx}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from simpsons.data import BadFile, describe_bad_files, gather_files, open_rgb
+    import numpy as np
+
+    from simpsons.data import BadFile, describe_bad_files, gather_files
     from simpsons.prediction import Predictor
 
     files = gather_files(args.paths)
-    predictor = Predictor.load(args.model)
-    readable, images, bad = [], [], []
-    for path in files:
-        try:
-            images.append(open_rgb(path))
-            readable.append(path)
-        except (OSError, ValueError, SyntaxError) as error:
-            bad.append(BadFile(str(path), f"unreadable image ({type(error).__name__})"))
+    predictor = Predictor.load(args.model, args.backend)
+    readable, batch, predictions, bad = [], [], [], []
+    for path, pixels in predictor.prepare_files(files):  # decoded by a pool of threads, ahead of the network
+        if isinstance(pixels, str):
+            bad.append(BadFile(str(path), pixels))
+            continue
+        readable.append(path)
+        batch.append(pixels)
+        if len(batch) == PREDICT_BATCH:
+            predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
+            batch = []
     if not readable:
         raise SimpsonsError(f"no readable image among {len(files)} file(s)")
-    predictions = predictor.predict_images(images, top_k=args.top_k)
+    if batch:
+        predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
     if args.json:
         for path, prediction in zip(readable, predictions):
             print(json.dumps({"path": str(path), **prediction.as_dict()}))
@@ -507,7 +520,7 @@ def _print_table(paths: list[Path], predictions: list) -> None:
 
 
 def run_confidence(args: argparse.Namespace) -> int:
-    from simpsons.bundle import load_bundle
+    from simpsons.backends import load_for_inference
     from simpsons.confidence import run_study, write_to_bundle
     from simpsons.files import write_json
     from simpsons.prediction import default_model_path
@@ -519,7 +532,7 @@ def run_confidence(args: argparse.Namespace) -> int:
                             "are chosen on its validation split, never on the data studied")
     if not Path(args.data).exists():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
-    bundle = load_bundle(args.model or default_model_path())
+    bundle = load_for_inference(args.model or default_model_path(), "keras" if args.calibrate else args.backend)
     if args.flip is not None:
         bundle.test_time_flip = args.flip
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
@@ -551,7 +564,8 @@ def run_label(args: argparse.Namespace) -> int:
     every = labelling.parse_every(args.every)
     options = dict(every=every, seed=args.seed, start_within=args.start_within, model=args.model)
     if args.auto:
-        labelling.auto_label(args.videos, args.into, min_prob=args.min_prob, keep_unsure=args.keep_unsure, **options)
+        labelling.auto_label(args.videos, args.into, min_prob=args.min_prob, keep_unsure=args.keep_unsure,
+                             backend=args.backend, **options)
     else:
         labelling.label_videos(args.videos, args.into, **options)
     return 0
@@ -577,7 +591,7 @@ def run_video(args: argparse.Namespace) -> int:
     plans = videos.plan_outputs(found, given, args.out_dir and Path(args.out_dir), derive)
     if not several:
         probe(plans[0][0])  # a broken file fails before the model loads
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, args.backend)
     failed = []
     for path, outputs in plans:
         try:
@@ -625,7 +639,7 @@ def _print_video_result(result, crops: int, written: list) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from simpsons.web import serve
 
-    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit)
+    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit, args.backend)
     return 0
 
 

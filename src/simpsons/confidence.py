@@ -478,8 +478,8 @@ def describe_calibration(calibration: dict) -> str:
 def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     """Store the prior correction the study answered with (or none), the recommended thresholds, the
     temperature and the stranger detector (when the study fitted one; else the bundle keeps its own) in
-    the bundle file, atomically."""
-    from simpsons.bundle import save_bundle
+    the bundle file, atomically; its network file stays as it is (so does an ONNX export of it)."""
+    from simpsons.bundle import rewrite_description
 
     if study.recommended["threshold"] is None:
         raise SimpsonsError("no global threshold meets the objective; nothing written to the bundle")
@@ -489,7 +489,7 @@ def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     bundle.prior_correction = study.prior_correction
     if study.detector is not None:
         bundle.stranger_detector = study.detector.description()
-    save_bundle(bundle, path)
+    rewrite_description(bundle, path)
 
 
 def _finite(value: float) -> float | None:

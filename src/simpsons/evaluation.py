@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from simpsons.bundle import Bundle, save_bundle
+from simpsons.bundle import Bundle, rewrite_description
 from simpsons.data import LabelledImages, open_rgb
 from simpsons.plots import plt, pretty, save_figure
 from simpsons.prediction import UNKNOWN, Predictor
@@ -136,12 +136,12 @@ def evaluate(predictor: Predictor, data: LabelledImages) -> Evaluation:
 
 def record_test_accuracy(predictor: Predictor, path: str | Path, data_dir: str | Path, metrics: dict) -> None:
     """Store the best guesses' accuracy on a test set in the bundle's metrics (what ``serve`` shows, like
-    ``train --test``), atomically."""
+    ``train --test``), atomically; the bundle's network file stays as it is."""
     bundle = predictor.bundle
     test = {"test_accuracy": metrics["top1_accuracy"], "test_images": metrics["images"],
             "test_data": str(Path(data_dir).resolve())}
     bundle.metadata = {**bundle.metadata, "metrics": {**bundle.metadata.get("metrics", {}), **test}}
-    save_bundle(bundle, path)
+    rewrite_description(bundle, path)
 
 
 def plot_confusion_matrix(evaluation: Evaluation, path: str | Path) -> None:

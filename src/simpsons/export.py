@@ -1,10 +1,8 @@
-"""Export a bundle to ONNX, and run such a file with ONNX Runtime.
+"""Export a bundle's Keras network to ONNX (float, or int8 calibrated on training pictures).
 
-The exported network outputs the logits and the pooled features (the softmax, with the bundle's
-temperature, and the stranger detector are applied by ``Predictor``). The file carries the bundle's
-``bundle.json`` in its metadata (key ``simpsons_bundle``), so ``simpsons predict --model model.onnx``
-knows the characters, the input size, the temperature, the thresholds and the stranger detector
-without the Keras bundle.
+Needs the ``train`` extra (Keras, TensorFlow, tf2onnx, onnx); the file it writes runs with ONNX Runtime
+alone (``onnx_network``). ``simpsons export model.simpsons --onnx model.onnx`` puts it beside the bundle,
+where every command that answers finds it.
 """
 
 from __future__ import annotations
@@ -18,13 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from simpsons import data as datasets
-from simpsons.bundle import Bundle, check_description
+from simpsons.bundle import Bundle
 from simpsons.errors import SimpsonsError
 from simpsons.files import write_atomically
+from simpsons.onnx_network import METADATA_KEY, OUTPUT, OUTPUT_KEY, PRECISION_KEY, SOURCE_KEY, load_onnx_bundle
 
-METADATA_KEY = "simpsons_bundle"
-OUTPUT_KEY, OUTPUT = "simpsons_output", "logits,features"
-PRECISION_KEY = "simpsons_precision"
 CALIBRATION_BATCH = 64
 INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES = 512, 1024
 
@@ -59,7 +55,8 @@ def quantize_int8(model: Path, scratch: Path, pixels: np.ndarray) -> Path:
     return quantized
 
 
-def export_onnx_int8(bundle: Bundle, target: str | Path, data_dir: str | Path, seed: int = 0) -> tuple[float, int]:
+def export_onnx_int8(bundle: Bundle, target: str | Path, data_dir: str | Path, seed: int = 0,
+                     source: str | None = None) -> tuple[float, int]:
     """Export an int8 model calibrated on pictures of ``data_dir`` (the training data, never the test set).
 
     A seeded shuffle gives up to ``INT8_CALIBRATION_IMAGES`` calibration pictures and up to
@@ -74,16 +71,18 @@ def export_onnx_int8(bundle: Bundle, target: str | Path, data_dir: str | Path, s
     order = np.random.default_rng(seed).permutation(len(images))
     calibration = images[order[:INT8_CALIBRATION_IMAGES]]
     check = images[order[INT8_CALIBRATION_IMAGES : INT8_CALIBRATION_IMAGES + INT8_CHECK_IMAGES]]
-    export_onnx(bundle, target, calibration)
+    export_onnx(bundle, target, calibration, source)
     check = check if len(check) else calibration
     float_guesses = Predictor(bundle, raw=True).logits(check).argmax(axis=1)
     int8_guesses = Predictor(load_onnx_bundle(target), raw=True).logits(check).argmax(axis=1)
     return float(np.mean(float_guesses == int8_guesses)), len(check)
 
 
-def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray | None = None) -> None:
-    """Write the bundle's scoring network (logits and features) as ONNX (through Keras' exporter),
-    with its description inside.
+def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray | None = None,
+                source: str | None = None) -> None:
+    """Write the bundle's scoring network (logits and features of one picture; ``Predictor`` adds the
+    mirror image) as ONNX (through Keras' exporter), with its description inside, and ``source``, the
+    ``network_fingerprint`` of the bundle file it comes from, when given.
 
     With ``int8_calibration`` (uint8 pixels of training images), the convolutions are quantized to
     8-bit integers (static, per channel, percentile ranges; the first convolution and the dense
@@ -94,7 +93,7 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
     from simpsons.models import scoring_network
 
     size = bundle.image_size
-    network = scoring_network(bundle.model, mirror=bundle.test_time_flip)
+    network = scoring_network(bundle.model)
     network.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built graph
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "model.onnx"
@@ -103,40 +102,10 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
             raw = quantize_int8(raw, Path(scratch), int8_calibration)
         graph = onnx.load(raw)
     precision = "float32" if int8_calibration is None else f"int8 ({len(int8_calibration)} calibration images)"
-    for key, value in ((METADATA_KEY, json.dumps(bundle.description())), (OUTPUT_KEY, OUTPUT),
-                       (PRECISION_KEY, precision)):
+    entries = {METADATA_KEY: json.dumps(bundle.description()), OUTPUT_KEY: OUTPUT, PRECISION_KEY: precision}
+    if source is not None:
+        entries[SOURCE_KEY] = source
+    for key, value in entries.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     write_atomically(target, graph.SerializeToString())
-
-
-class OnnxNetwork:
-    """An ONNX Runtime session with the one method ``Predictor`` calls on a network (it returns logits and features)."""
-
-    def __init__(self, session):
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
-
-    def predict_on_batch(self, pixels: np.ndarray) -> list[np.ndarray]:
-        return self.session.run(None, {self.input_name: pixels.astype(np.float32)})
-
-
-def load_onnx_bundle(path: str | Path) -> Bundle:
-    """A bundle whose network runs in ONNX Runtime; a foreign or broken file raises ``SimpsonsError``."""
-    import onnxruntime
-
-    path = Path(path)
-    if not path.is_file():
-        raise SimpsonsError(f"model file not found: {path}")
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # ONNX Runtime raises its own exception types for unreadable graphs
-        raise SimpsonsError(f"not a readable ONNX model: {path} ({type(error).__name__})") from None
-    metadata = session.get_modelmeta().custom_metadata_map
-    stored = metadata.get(METADATA_KEY)
-    if stored is None:
-        raise SimpsonsError(f"{path} is an ONNX model but not one exported by simpsons (no {METADATA_KEY} metadata)")
-    if metadata.get(OUTPUT_KEY) != OUTPUT:
-        raise SimpsonsError(f"{path} was exported by an older simpsons (it lacks the features output); export it again")
-    description = check_description(json.loads(stored), path)
-    return Bundle.from_description(OnnxNetwork(session), description)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -11,10 +14,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from simpsons.bundle import Bundle, load_bundle
+from simpsons.backends import load_for_inference
+from simpsons.bundle import Bundle
 from simpsons.data import open_rgb, resize_square
 from simpsons.errors import SimpsonsError
-from simpsons.export import OnnxNetwork
+from simpsons.onnx_network import OnnxNetwork
 
 UNKNOWN = "unknown"
 
@@ -168,7 +172,8 @@ class Predictor:
 
     ``raw=True`` gives the network's own probabilities: the bundle's temperature, thresholds and
     stranger detector are ignored (what the confidence study fits them on). The bundle's flip
-    test-time augmentation and prior correction are part of the network's answer, raw or not.
+    test-time augmentation and prior correction are part of the network's answer, raw or not. The
+    network is the bundle's Keras model or its ONNX export: everything around it is the same code.
     """
 
     def __init__(self, bundle: Bundle, batch_size: int = 64, raw: bool = False):
@@ -192,16 +197,15 @@ class Predictor:
             return self.bundle.model
         from simpsons.models import scoring_network
 
-        return scoring_network(self.bundle.model, mirror=self.bundle.test_time_flip)
+        return scoring_network(self.bundle.model)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Predictor:
-        """A predictor for the bundle (or exported ``.onnx`` file) at ``path``, or the shipped default model."""
-        if path is not None and str(path).endswith(".onnx"):
-            from simpsons.export import load_onnx_bundle
+    def load(cls, path: str | Path | None = None, backend: str | None = None) -> Predictor:
+        """A predictor for the bundle (or exported ``.onnx`` file) at ``path``, or the shipped default model.
 
-            return cls(load_onnx_bundle(path))
-        return cls(load_bundle(path or default_model_path()))
+        ``backend``: ``"onnx"`` (ONNX Runtime), ``"keras"``, or ``None``: ONNX Runtime when the bundle has
+        an up-to-date export beside it (the shipped model has), else Keras (see ``backends``)."""
+        return cls(load_for_inference(path or default_model_path(), backend))
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         """Pixels as the model wants them: RGB, squashed to its input size."""
@@ -213,10 +217,22 @@ class Predictor:
         if len(pixels) == 0:  # the network's answer to one blank picture gives the shapes
             logits, features = self.logits_and_features(np.zeros((1, self.image_size, self.image_size, 3), np.uint8))
             return logits[:0], features[:0]
-        chunks = [self.network.predict_on_batch(pixels[start : start + self.batch_size].astype(np.float32))
+        chunks = [self._network_outputs(pixels[start : start + self.batch_size])
                   for start in range(0, len(pixels), self.batch_size)]
-        logits, features = (np.concatenate([np.asarray(chunk[output]) for chunk in chunks]) for output in (0, 1))
+        logits, features = (np.concatenate([chunk[output] for chunk in chunks]) for output in (0, 1))
         return (logits if self.logit_offsets is None else logits + self.logit_offsets), features
+
+    def _network_outputs(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and features of one batch; with the bundle's flip, the means over each picture and its
+        mirror image (both in one network call; the mean logits are the logits of the mean features)."""
+        batch = pixels.astype(np.float32)
+        if not self.bundle.test_time_flip:
+            logits, features = self.network.predict_on_batch(batch)[:2]
+            return np.asarray(logits), np.asarray(features)
+        logits, features = (np.asarray(output) for output in
+                            self.network.predict_on_batch(np.concatenate([batch, batch[:, :, ::-1]]))[:2])
+        rows = len(batch)
+        return (logits[:rows] + logits[rows:]) / 2, (features[:rows] + features[rows:]) / 2
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """The network's logits (with the bundle's prior correction) for a uint8 batch of any length."""
@@ -294,10 +310,23 @@ class Predictor:
 
     def predict_files(self, paths: list[str | Path], top_k: int = 3) -> list[Prediction]:
         """Predictions for image files; an unreadable file raises ``SimpsonsError``."""
-        images = []
-        for path in paths:
-            try:
-                images.append(open_rgb(path))
-            except (OSError, ValueError, SyntaxError) as error:
-                raise SimpsonsError(f"cannot read image {path}: {type(error).__name__}") from None
-        return self.predict_images(images, top_k)
+        prepared = []
+        for path, pixels in self.prepare_files(paths):
+            if isinstance(pixels, str):
+                raise SimpsonsError(f"cannot read image {path}: {pixels}")
+            prepared.append(pixels)
+        return self.predict_pixels(np.stack(prepared) if prepared else np.zeros((0,), np.uint8), top_k)
+
+    def prepare_files(self, paths: list[str | Path]) -> Iterator[tuple[str | Path, np.ndarray | str]]:
+        """Each file with its pixels as the network wants them, or why it cannot be read, in order.
+
+        A pool of threads (one per core) decodes and resizes ahead of the caller (Pillow works outside
+        the GIL), so the network answers one batch while the next pictures are being decoded."""
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            yield from zip(paths, pool.map(self._prepare_file, paths))
+
+    def _prepare_file(self, path: str | Path) -> np.ndarray | str:
+        try:
+            return self.prepare(open_rgb(path))
+        except (OSError, ValueError, SyntaxError) as error:
+            return f"unreadable image ({type(error).__name__})"

@@ -633,10 +633,12 @@ def review_act(folder: str, name: str, action: ReviewAction, state: State) -> di
 
 
 def create_app(model: str | Path | None = None, dataset: str | Path | None = None,
-               picture_limit: int = DEFAULT_PICTURE_LIMIT, clip_limit: int = DEFAULT_CLIP_LIMIT) -> FastAPI:
-    """The web application; loads the model now (``SimpsonsError`` for a bad bundle or dataset)."""
+               picture_limit: int = DEFAULT_PICTURE_LIMIT, clip_limit: int = DEFAULT_CLIP_LIMIT,
+               backend: str | None = None) -> FastAPI:
+    """The web application; loads the model now (``SimpsonsError`` for a bad bundle or dataset; ``backend``:
+    ``Predictor.load``'s)."""
     root = labelling.open_dataset(dataset, create=False) if dataset is not None else None
-    predictor = BatchingPredictor.load(model)
+    predictor = BatchingPredictor.load(model, backend)
     predictor.warm_up()
     work = Path(tempfile.mkdtemp(prefix="simpsons-serve-"))
     state = ServerState(predictor, str(model or "the shipped model"), root, picture_limit, clip_limit, work)
@@ -694,13 +696,14 @@ def url_of(server: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(model: str | None, host: str, port: int, dataset: str | None, picture_mb: int, clip_mb: int) -> None:
+def serve(model: str | None, host: str, port: int, dataset: str | None, picture_mb: int, clip_mb: int,
+          backend: str | None = None) -> None:
     """``simpsons serve``: check the options, load the model, then answer until Ctrl-C (limits in MB)."""
     import uvicorn
 
     server = listen(host, port)
     try:
-        app = create_app(model, dataset, picture_mb * MB, clip_mb * MB)
+        app = create_app(model, dataset, picture_mb * MB, clip_mb * MB, backend)
         log.info("serving %s (Ctrl-C to stop)", url_of(server))
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[server])
     finally:

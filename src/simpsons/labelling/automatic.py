@@ -75,8 +75,9 @@ def auto_frame(predictor, session: Session, report: AutoReport, video: Path, num
 
 def auto_label(paths: Iterable[str | Path], dataset: str | Path, *, every: tuple[int, int] = DEFAULT_EVERY,
                seed: int | None = None, start_within: float = DEFAULT_START_WITHIN, model: str | Path | None = None,
-               min_prob: float = DEFAULT_MIN_PROB, keep_unsure: bool = False) -> AutoReport:
-    """Model-assisted labelling: confident crops go to ``DATASET/_review/<character>/``."""
+               min_prob: float = DEFAULT_MIN_PROB, keep_unsure: bool = False, backend: str | None = None) -> AutoReport:
+    """Model-assisted labelling: confident crops go to ``DATASET/_review/<character>/`` (``backend``:
+    ``Predictor.load``'s)."""
     from simpsons.prediction import Predictor
 
     if not 0.0 <= min_prob <= 1.0:
@@ -86,7 +87,7 @@ def auto_label(paths: Iterable[str | Path], dataset: str | Path, *, every: tuple
     videos = prepare_videos(paths, rng)
     if model is not None:
         bundle_characters(model)  # a clear error before loading the network
-    predictor = Predictor.load(model)
+    predictor = Predictor.load(model, backend)
     root = open_dataset(dataset, create=True)
     seen = seen_frames(read_log(root))
     announce_resume(videos, seen)

@@ -1,0 +1,74 @@
+"""Networks exported to ONNX, run with ONNX Runtime (the base install's engine: no Keras, no TensorFlow).
+
+An exported network outputs the logits and the pooled features of one picture; the prior correction,
+the flip test-time augmentation, the temperature, the thresholds and the stranger detector are applied
+by ``Predictor``, the same way for a Keras network. The file carries the bundle's ``bundle.json`` in its
+metadata (key ``simpsons_bundle``), so it also answers alone (``--model model.onnx``), and the
+fingerprint of the bundle network it was exported from (key ``simpsons_network``), so that
+``model.onnx`` beside ``model.simpsons`` runs that bundle only while it still holds the same network.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simpsons.bundle import Bundle, check_description
+from simpsons.errors import SimpsonsError
+
+METADATA_KEY = "simpsons_bundle"
+OUTPUT_KEY, OUTPUT = "simpsons_output", "logits,features"
+PRECISION_KEY = "simpsons_precision"
+SOURCE_KEY = "simpsons_network"  # ``bundle.network_fingerprint`` of the bundle the network was exported from
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session with the one method ``Predictor`` calls on a network (it returns logits and
+    features), and the file's metadata."""
+
+    def __init__(self, session: Any, path: Path):
+        self.session = session
+        self.path = path
+        self.input_name = session.get_inputs()[0].name
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+
+    def predict_on_batch(self, pixels: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(None, {self.input_name: pixels.astype(np.float32, copy=False)})
+
+    def description(self) -> dict[str, Any]:
+        """The checked ``bundle.json`` stored in the file at export."""
+        return check_description(json.loads(self.metadata[METADATA_KEY]), self.path)
+
+    @property
+    def source(self) -> str | None:
+        """The fingerprint of the bundle network it was exported from (``None`` in older exports)."""
+        return self.metadata.get(SOURCE_KEY)
+
+
+def load_onnx_network(path: str | Path) -> OnnxNetwork:
+    """The network of an ONNX file exported by ``simpsons export``; a foreign or broken file raises
+    ``SimpsonsError``."""
+    import onnxruntime
+
+    path = Path(path)
+    if not path.is_file():
+        raise SimpsonsError(f"model file not found: {path}")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # ONNX Runtime raises its own exception types for unreadable graphs
+        raise SimpsonsError(f"not a readable ONNX model: {path} ({type(error).__name__})") from None
+    network = OnnxNetwork(session, path)
+    if METADATA_KEY not in network.metadata:
+        raise SimpsonsError(f"{path} is an ONNX model but not one exported by simpsons (no {METADATA_KEY} metadata)")
+    if network.metadata.get(OUTPUT_KEY) != OUTPUT:
+        raise SimpsonsError(f"{path} was exported by an older simpsons (it lacks the features output); export it again")
+    return network
+
+
+def load_onnx_bundle(path: str | Path) -> Bundle:
+    """A bundle made of an exported ONNX file alone: its network and the description stored in it."""
+    network = load_onnx_network(path)
+    return Bundle.from_description(network, network.description())
