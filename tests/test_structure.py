@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 from helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "simpsons"
