@@ -275,7 +275,8 @@ def _keras_task(args: argparse.Namespace) -> str | None:
         return f"simpsons {args.command}"
     if args.command == "confidence" and args.calibrate:
         return "simpsons confidence --calibrate"
-    if getattr(args, "backend", None) == "keras" and not (args.command == "label" and not getattr(args, "auto", False)):
+    labels_by_hand = args.command == "label" and not getattr(args, "auto", False)
+    if getattr(args, "backend", None) == "keras" and not labels_by_hand:
         return "--backend keras"
     return None
 
@@ -318,7 +319,8 @@ def _report_library_messages() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs a command; user errors print one line and return exit code 2."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_with_label_action(sys.argv[1:] if argv is None else list(argv)))
+    _report_library_messages()
     try:
         if (task := _keras_task(args)) is not None:
             require_training_extra(task)
