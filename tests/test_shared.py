@@ -73,11 +73,11 @@ def test_default_split_has_no_near_duplicates_across(selected):
     assert closest > datasets.NEAR_DUPLICATE_DISTANCE
 
 
-# Measured for the shipped model with `simpsons evaluate` (MODEL_CARD.md): top-1 accuracy 0.956; with its
-# thresholds and stranger detector (unknown answers count as wrong) accuracy 0.938 and macro F1 0.962.
-SHIPPED_MIN_TOP1_ACCURACY = 0.948
-SHIPPED_MIN_ACCURACY = 0.928
-SHIPPED_MIN_MACRO_F1 = 0.952
+# Measured for the shipped model with `simpsons evaluate` (MODEL_CARD.md): top-1 accuracy 0.954; with its
+# thresholds and stranger detector (unknown answers count as wrong) accuracy 0.934 and macro F1 0.956.
+SHIPPED_MIN_TOP1_ACCURACY = 0.946
+SHIPPED_MIN_ACCURACY = 0.926
+SHIPPED_MIN_MACRO_F1 = 0.948
 
 
 def test_shipped_model_on_the_whole_test_set(shared_data: Path, tmp_path: Path):
@@ -114,3 +114,19 @@ def test_onnx_runtime_and_keras_answer_alike_on_the_whole_test_set(shared_data: 
         onnx_answers = by_onnx.decide(onnx_scores.probabilities, familiarity=onnx_scores.familiarity)
         keras_answers = by_keras.decide(keras_scores.probabilities, familiarity=keras_scores.familiarity)
         assert [a.character for a in onnx_answers] == [a.character for a in keras_answers]
+
+
+# Measured for the shipped model with `simpsons evaluate ../shared/data/artwork` (MODEL_CARD.md): top-1 of the
+# best guesses 0.656 on the 90 pictures of characters it knows (the 14 of Maggie are not counted).
+SHIPPED_MIN_ARTWORK_TOP1 = 0.63
+
+
+def test_shipped_model_on_artwork(shared_data: Path):
+    from simpsons.evaluation import evaluate
+    from simpsons.prediction import Predictor
+
+    predictor = Predictor.load()
+    artwork = datasets.load_images(shared_data / "artwork", predictor.image_size)
+    metrics = evaluate(predictor, artwork).as_dict()
+    assert metrics["images"] == 90
+    assert metrics["top1_accuracy"] >= SHIPPED_MIN_ARTWORK_TOP1

@@ -80,21 +80,27 @@ def test_a_recipe_description_names_what_the_options_changed_in_the_preset():
     assert fixres.description.endswith("; changed here: image_size=112, augmentation=light_robust")
 
 
-def test_the_shipped_model_is_laptop_resnet_small_robust_then_fixres_112():
+def test_the_shipped_model_is_laptop_robust_then_fixres_then_composite():
     """MODEL_CARD.md: the shipped model's first stage ran `--preset laptop --arch resnet_small --augmentation
     robust --budget 85` (55 epochs on the 2-core CPU; `--epochs 55` reproduces it), then `--preset fixres
-    --image-size 112 --init` that bundle fine-tuned it with `light_robust` on the same pictures and split;
-    both presets must stay those recipes."""
+    --image-size 112 --init` fine-tuned it with `light_robust`, then `--preset fixres --image-size 112
+    --augmentation composite --epochs 10 --learning-rate 5e-4 --init` fine-tuned that with characters cut
+    out onto new backgrounds; all on the same pictures and split, and the presets must stay those recipes."""
     first = resolve_recipe("laptop", "resnet_small", epochs=55, augmentation="robust")
     second = resolve_recipe("fixres", "resnet_small", init_augmentation="robust", image_size=112)
+    third = resolve_recipe("fixres", "resnet_small", init_augmentation="light_robust", image_size=112,
+                           augmentation="composite", epochs=10, learning_rate=5e-4)
     shipped = read_description(default_model_path())["metadata"]
-    started = shipped["initialised_from"]
+    middle = shipped["initialised_from"]
+    started = middle["initialised_from"]
     assert started["recipe"]["budget_minutes"] == 85
     ran_first = replace(Recipe(**started["recipe"]), description=first.description, budget_minutes=None)
     assert ran_first == first
-    assert replace(Recipe(**shipped["recipe"]), description=second.description) == second
-    assert second.augmentation == "light_robust"
-    assert (started["seed"], started["data_fingerprint"]) == (shipped["seed"], shipped["data_fingerprint"])
+    assert replace(Recipe(**middle["recipe"]), description=second.description) == second
+    assert replace(Recipe(**shipped["recipe"]), description=third.description) == third
+    assert (second.augmentation, third.augmentation) == ("light_robust", "composite")
+    assert {(stage["seed"], stage["data_fingerprint"]) for stage in (started, middle, shipped)} == {
+        (shipped["seed"], shipped["data_fingerprint"])}
 
 
 def test_laptop_with_48_epochs_keeps_its_recipe():

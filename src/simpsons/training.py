@@ -459,6 +459,8 @@ def train(
     if init is not None:
         _warn_unless_same_split(init, init_bundle, run)
         run["initialised_from"] = _lineage(init, init_bundle)
+    elif "initialised_from" in earlier_run:  # a resumed fine-tuning keeps what it started from
+        run["initialised_from"] = earlier_run["initialised_from"]
     if resume:
         _forget_unsaved_epochs(out / "history.csv", epochs_done)
         model = keras.saving.load_model(out / "last.keras")
