@@ -569,17 +569,17 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     payload = json.loads((tmp_path / "c.json").read_text())
     assert {"images", "accuracy", "figures", "curves", "recommended", "calibration", "plots"} <= set(payload)
     assert payload["images"] == 801
-    # the shipped bundle carries the prior correction this study chooses (0.4: MODEL_CARD.md)
+    # the shipped bundle carries the prior correction this study chooses (0.1: MODEL_CARD.md)
     assert payload["prior_correction"]["strength"] == read_description(default_model_path())["prior_correction"][
-        "strength"] == 0.4
+        "strength"] == 0.1
     calibration = payload["calibration"]
     assert {"temperature", "ece_before", "ece_after", "validation_images"} <= set(calibration)
     assert calibration["ece_after"] <= calibration["ece_before"]
     assert payload["recommended"]["threshold"] is not None
     assert all((tmp_path / name).exists() for name in PLOTS)
-    # MODEL_CARD.md: 789 pictures of the 22 characters it was not trained on; AUROC 0.905 by the best
-    # probability, 0.885 by the 10th nearest training picture, 0.904 by the two combined, 0.907 by the
-    # stranger detector (cross-fitted); with the thresholds it turns away 51% of them (35% without it)
+    # MODEL_CARD.md: 789 pictures of the 22 characters it was not trained on; AUROC 0.900 by the best
+    # probability, 0.885 by the 10th nearest training picture, 0.899 by the two combined, 0.904 by the
+    # stranger detector (cross-fitted); with the thresholds it turns away 52% of them (35% without it)
     open_set = payload["open_set"]
     assert open_set["unknown_images"] == 789 and len(open_set["per_unknown_character"]) == 22
     assert open_set["scores"]["best probability"]["auroc"] >= 0.89
@@ -587,7 +587,7 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     assert open_set["scores"][COMBINED_SCORE]["auroc"] >= 0.89
     assert open_set["scores"][DETECTOR_SCORE]["auroc"] >= 0.895
     # the detector reads the features and the max logit: keeping 95% of known pictures it turns away more
-    # unknown ones than the best probability does (56% against 46%)
+    # unknown ones than the best probability does (52% against 44%)
     assert (open_set["scores"][DETECTOR_SCORE]["unknown_rejected_share"]
             > open_set["scores"]["best probability"]["unknown_rejected_share"] + 0.05)
     assert not payload["test_time_flip"]  # the shipped bundle answers from the picture alone

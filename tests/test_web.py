@@ -20,10 +20,11 @@ from schemathesis.checks import not_a_server_error
 from test_cli import one_line_error, run_cli
 from test_video import FPS, write_clip
 
+from simpsons.bundle import read_description
 from simpsons.errors import SimpsonsError
 from simpsons.frames import CROPS
 from simpsons.labelling import LabelLog, read_log
-from simpsons.prediction import Predictor
+from simpsons.prediction import Predictor, default_model_path
 from simpsons.web import MB, STATIC, create_app
 
 PICTURE_LIMIT = 300_000
@@ -111,7 +112,8 @@ def test_health_characters_about_and_schema(client):
     about = client.get("/api/about").json()
     assert about["metrics"]["test_accuracy"] > 0.8 and about["review"] is True
     assert about["test_time_flip"] is False and 0.0 < about["familiarity_threshold"] < 1.0  # the shipped bundle
-    assert about["prior_correction_strength"] == 0.4
+    shipped = read_description(default_model_path())["prior_correction"]["strength"]
+    assert about["prior_correction_strength"] == shipped > 0  # what the shipped bundle carries
     assert about["limits"] == {"picture_bytes": PICTURE_LIMIT, "clip_bytes": CLIP_LIMIT}
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/predict", "/api/videos", "/api/videos/{job_id}", "/api/characters", "/healthz"} <= set(paths)

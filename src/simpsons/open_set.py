@@ -88,7 +88,7 @@ def fit_stranger_weights(known_features: np.ndarray, stranger_features: np.ndarr
     return weights, float(model.intercept_[0] - weights @ scaler.mean_)
 
 
-DETECTOR_ANSWER = "max logit"  # chosen on validation (session 8): 0.918 against 0.912 for the best probability
+DETECTOR_ANSWER = "max logit"  # chosen on validation: 0.918 AUROC against 0.912 for the best probability
 
 
 @dataclass

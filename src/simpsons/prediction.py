@@ -63,7 +63,7 @@ class StrangerDetector:
     """Tells pictures of the characters a model knows from pictures of others.
 
     A linear model on the unit-length pooled features, plus one figure of the network's answer
-    (``answer``: its max logit, or for session 7's bundles its best temperature-scaled probability) times
+    (``answer``: its max logit, or for bundles of version 0.1.0 and earlier its best temperature-scaled probability) times
     ``answer_weight``, all fitted by the confidence study: its sigmoid is the picture's *familiarity*,
     0..1, the chance (known and unknown weighted equally) that it shows a character the model knows;
     below ``threshold`` the answer is ``unknown``.
@@ -77,7 +77,7 @@ class StrangerDetector:
 
     @classmethod
     def from_description(cls, description: dict) -> StrangerDetector:
-        weight = description.get("answer_weight", description.get("probability_weight", 0.0))  # session 7's name
+        weight = description.get("answer_weight", description.get("probability_weight", 0.0))  # the name in older bundles
         answer = description.get("answer", "best probability")
         if answer not in ANSWER_FIGURES:
             raise SimpsonsError(f"the stranger detector reads {answer!r}; this version knows "

@@ -183,7 +183,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 PROBE_STEPS = 10  # training batches in each of the speed probe's epochs
 # the probe's epochs after the first (which traces the graph): the fastest one counts, so that a moment of
-# other work on the machine does not shorten the whole run (session 16: one probe read 55 s an epoch, not 34)
+# other work on the machine does not shorten the whole run (one busy moment once made a probe read 55 s an epoch, not 34)
 PROBE_TIMED_EPOCHS = 2
 BUDGET_MARGIN = 1.05  # checkpoints, history and a busy machine: an epoch counts 5% longer than measured
 
@@ -270,7 +270,7 @@ def probe_speed(
 
 
 # The resume checkpoint (last.keras with the optimizer's state) takes about 0.4 s to write: a third of the
-# time of a GPU run's short epochs (session 11), nothing beside a CPU's. It is written after the first and
+# time of a GPU run's short epochs, nothing beside a CPU's. It is written after the first and
 # the last epoch, when a time limit stops training, and otherwise at most this often.
 CHECKPOINT_SECONDS = 30.0
 
