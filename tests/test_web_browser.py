@@ -111,10 +111,11 @@ def test_the_about_panel_names_the_stranger_detector_and_prior_correction(page):
 
     page.click('nav button[data-panel="about"]')
     facts = page.locator("#about-model")
-    familiar = read_description(default_model_path())["stranger_detector"]["threshold"]
-    expect(facts).to_contain_text(f"unknown below familiarity {familiar:.3f}")
+    shipped = read_description(default_model_path())
+    expect(facts).to_contain_text(f"unknown below familiarity {shipped['stranger_detector']['threshold']:.3f}")
     expect(facts).to_contain_text("mirror image")
-    expect(facts).to_contain_text("strength 0.4: every character counted as equally likely")
+    strength = shipped["prior_correction"]["strength"]
+    expect(facts).to_contain_text(f"strength {strength:g}: every character counted as equally likely")
     expect(page.locator("#about-characters li")).to_have_count(20)
 
 
