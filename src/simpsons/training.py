@@ -86,8 +86,7 @@ PRESETS: dict[str, Recipe] = {
             label_smoothing=0.1, augmentation="composite", class_weighting=True, budget_minutes=100,
             description="ResNet-18's widths, one block per stage, at 96 px with the composite augmentation "
                         "(characters cut out along their boxes onto new backgrounds, mild geometry, colour, "
-                        "erasing): as many epochs (up to 60) as fit in 100 minutes of training on this machine; "
-                        "the shipped default's first stage",
+                        "erasing): as many epochs (up to 60) as fit in 100 minutes of training on this machine",
         ),
         Recipe(
             "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
@@ -183,7 +182,7 @@ def balanced_class_weights(labels: np.ndarray, num_classes: int) -> dict[int, fl
 
 PROBE_STEPS = 10  # training batches in each of the speed probe's epochs
 # the probe's epochs after the first (which traces the graph): the fastest one counts, so that a moment of
-# other work on the machine does not shorten the whole run (one busy moment once made a probe read 55 s an epoch, not 34)
+# other work on the machine does not shorten the whole run (a busy moment once made a probe read 55 s, not 34)
 PROBE_TIMED_EPOCHS = 2
 BUDGET_MARGIN = 1.05  # checkpoints, history and a busy machine: an epoch counts 5% longer than measured
 
