@@ -124,7 +124,7 @@ def build_resnet_wide(num_classes: int, image_size: int) -> keras.Model:
 
 def build_resnet_wide_small(num_classes: int, image_size: int) -> keras.Model:
     """One basic block per stage at ResNet-18's widths (64-512) behind the max-pooling stem: 4.9 M weights,
-    four times ``resnet_small``'s, for about 1.3 times its training time on a CPU."""
+    four times ``resnet_small``'s, for about 1.3 times its work per training batch on a CPU (no augmentation)."""
     return build_resnet(num_classes, image_size, widths=(64, 128, 256, 512), blocks=(1, 1, 1, 1), stem_pool=True)
 
 
@@ -326,7 +326,8 @@ class RandomBackground(_RandomLayer):
         return ops.where(chosen, composed, images[..., :3])
 
     def _backgrounds(self, pictures, batch, height: int, width: int):
-        """One new background per picture, of a kind drawn from ``BACKGROUNDS``."""
+        """One new background per picture, of a kind drawn at random: a plain colour, white, a gradient, noise
+        or the next picture of the batch."""
         ops = keras.ops
         first = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, seed=self.seed_generator)
         second = keras.random.uniform((batch, 1, 1, 3), 0.0, 255.0, seed=self.seed_generator)
