@@ -715,6 +715,7 @@ def test_fine_tuning_starts_from_the_bundle_at_another_size_and_resumes(resnet_b
     tuned = load_bundle(run / BUNDLE_NAME)
     assert tuned.image_size == 48 and tuned.model.input_shape == (None, 48, 48, 3)
     assert tuned.metadata["metrics"]["epochs_done"] == 2
+    assert tuned.metadata["initialised_from"] == recorded["initialised_from"]  # the resumed run keeps its lineage
     moved = [not np.allclose(a, b) for a, b in zip(trainable_arrays(tuned.model), trainable_arrays(started.model),
                                                     strict=True)]
     assert any(moved)  # trained further, from the same shapes
