@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_subprocess_corrupt_model_exits_2(tmp_path, sample_paths):
 
 
 def test_predict_samples_with_the_shipped_model(capsys, samples_dir):
-    known = read_description(default_model_path())["characters"]
+    known = read_description(default_model_path()).characters
     code, out, err = run_cli(capsys, "predict", samples_dir)
 
     assert code == 0
@@ -240,10 +241,10 @@ def test_evaluate_write_stores_the_test_accuracy_in_the_bundle(capsys, tmp_path,
     assert code == 0, err
     measured = json.loads((tmp_path / "m.json").read_text())
     after = read_description(model)
-    assert after["metadata"]["metrics"]["test_accuracy"] == measured["top1_accuracy"]
-    assert after["metadata"]["metrics"]["test_images"] == 60
-    assert after["metadata"]["metrics"]["test_data"] == str(samples_dir.resolve())
-    assert {k: v for k, v in after.items() if k != "metadata"} == {k: v for k, v in before.items() if k != "metadata"}
+    assert after.metadata["metrics"]["test_accuracy"] == measured["top1_accuracy"]
+    assert after.metadata["metrics"]["test_images"] == 60
+    assert after.metadata["metrics"]["test_data"] == str(samples_dir.resolve())
+    assert replace(after, metadata={}).as_json() == replace(before, metadata={}).as_json()
     assert "wrote the test accuracy" in out
 
     for refused in ([], ["--model", tmp_path / "model.onnx"]):
@@ -436,13 +437,13 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
     assert code == 0
     assert "time budget 5 min: an epoch takes about" in out and "so 2 epochs" in out  # at most --epochs
     assert "time limit reached after epoch 1" in out  # --time-limit wins over the budget's
-    assert read_description(run / "model.simpsons")["metadata"]["metrics"]["epochs_done"] == 1
+    assert read_description(run / "model.simpsons").metadata["metrics"]["epochs_done"] == 1
 
     code, out, err = run_cli(capsys, "train", "--resume", run)
     assert code == 0
     with open(run / "history.csv") as handle:
         assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
-    metadata = read_description(run / "model.simpsons")["metadata"]
+    metadata = read_description(run / "model.simpsons").metadata
     assert metadata["metrics"]["epochs_done"] == 2
     assert metadata["recipe"]["image_size"] == 32 and metadata["recipe"]["batch_size"] == 8
     assert metadata["recipe"]["augmentation"] == "robust"  # the resumed checkpoint kept its augmentation layers

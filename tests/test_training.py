@@ -17,7 +17,7 @@ from PIL import Image
 
 from simpsons import data as datasets
 from simpsons import training
-from simpsons.bundle import load_bundle, read_description
+from simpsons.bundle import PriorCorrection, load_bundle, read_description
 from simpsons.errors import SimpsonsError
 from simpsons.calibration import fit_prior_correction
 from simpsons.models import ARCHITECTURES
@@ -90,7 +90,7 @@ def test_the_shipped_model_is_laptop_robust_then_fixres_then_composite():
     second = resolve_recipe("fixres", "resnet_small", init_augmentation="robust", image_size=112)
     third = resolve_recipe("fixres", "resnet_small", init_augmentation="light_robust", image_size=112,
                            augmentation="composite", epochs=10, learning_rate=5e-4)
-    shipped = read_description(default_model_path())["metadata"]
+    shipped = read_description(default_model_path()).metadata
     middle = shipped["initialised_from"]
     started = middle["initialised_from"]
     assert started["recipe"]["budget_minutes"] == 85
@@ -304,10 +304,10 @@ def test_run_bundle_is_corrected_for_the_training_prior(finished_run, training_f
     loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
     train_idx, val_idx = datasets.shot_aware_split(loaded, validation_fraction=0.15, seed=0)
     counts = np.bincount(loaded.labels[train_idx], minlength=3).tolist()
-    assert bundle.prior_correction == {"strength": metrics["prior_correction"]["strength"], "training_counts": counts}
+    assert bundle.prior_correction == PriorCorrection(metrics["prior_correction"]["strength"], counts)
     validation = loaded.subset(val_idx)
     uncorrected = Predictor(replace(bundle, prior_correction=None)).logits(validation.images)
-    assert fit_prior_correction(uncorrected, validation.labels, counts)[0].strength == bundle.prior_correction["strength"]
+    assert fit_prior_correction(uncorrected, validation.labels, counts)[0].strength == bundle.prior_correction.strength
     answers = Predictor(bundle).probabilities(validation.images).argmax(axis=1)
     assert metrics["validation_accuracy"] == pytest.approx(np.mean(answers == validation.labels))
     assert metrics["validation_balanced_accuracy"] >= metrics["prior_correction"]["validation_balanced_accuracy_without"]

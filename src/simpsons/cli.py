@@ -393,7 +393,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
-    trained = read_description(args.init).get("metadata", {}) if args.init else {}
+    trained = read_description(args.init).metadata if args.init else {}
     recipe = resolve_recipe(args.preset, args.arch or trained.get("arch"),
                             init_augmentation=trained.get("recipe", {}).get("augmentation"),
                             epochs=args.epochs, batch_size=args.batch_size,
@@ -546,7 +546,7 @@ def run_confidence(args: argparse.Namespace) -> int:
         detector = ("" if study.detector is None
                     else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})")
         prior = ("no prior correction" if study.prior_correction is None
-                 else f"prior correction strength {study.prior_correction['strength']:g}")
+                 else f"prior correction strength {study.prior_correction.strength:g}")
         print(f"wrote {prior}, threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} "
               f"per-character threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
               f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")

@@ -685,7 +685,7 @@ def _save_result(
     if training_counts is not None:
         correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
         print(describe_prior_correction(curve, correction.strength))
-        bundle.prior_correction = correction.description()
+        bundle.prior_correction = correction
         corrected = logits + correction.offsets()
         prior = {"prior_correction": {
             "strength": correction.strength,
