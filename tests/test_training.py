@@ -55,24 +55,28 @@ def test_presets_and_overrides():
         assert preset.name == name and preset.arch in ARCHITECTURES
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
-        "seed", 64, "rmsprop", 1e-4, 32)
+        "article_cnn", 64, "rmsprop", 1e-4, 32)
 
     recipe = resolve_recipe("article", None, epochs=2, batch_size=8, image_size=32)
-    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("seed", 2, 8, 32)
+    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("article_cnn", 2, 8, 32)
     assert recipe.learning_rate == article.learning_rate
     assert resolve_recipe(None, "resnet").name == "strong"
     assert resolve_recipe(None, "resnet_small").name == "laptop"
     assert resolve_recipe(None, None).name == "article"
-    assert resolve_recipe(None, "resnet_small_hr").image_size == 96
-    assert resolve_recipe("strong", "seed").arch == "seed"
+    assert resolve_recipe(None, "resnet_small_pool").image_size == 96
+    assert resolve_recipe("strong", "article_cnn").arch == "article_cnn"
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
+    # the names architectures had before: on the command line and in a run folder's recipe
+    assert resolve_recipe(None, "resnet_small_hr") == resolve_recipe(None, "resnet_small_pool")
+    assert resolve_recipe("strong", "seed").arch == "article_cnn"
+    assert Recipe(**{**asdict(PRESETS["laptop"]), "arch": "resnet_hr"}).arch == "resnet_pool"
 
 
 def test_a_recipe_description_names_what_the_options_changed_in_the_preset():
     """A bundle trained with `--preset laptop --arch resnet_small` must not describe the preset's network alone."""
     laptop = PRESETS["laptop"]
     assert resolve_recipe("laptop", None).description == laptop.description
-    assert resolve_recipe("laptop", "resnet_small_hr", augmentation="strong").description == laptop.description
+    assert resolve_recipe("laptop", "resnet_small_pool", augmentation="strong").description == laptop.description
     changed = resolve_recipe("laptop", "resnet_small", augmentation="robust", budget_minutes=85)
     assert changed.description == (
         f"{laptop.description}; changed here: arch=resnet_small, augmentation=robust, budget_minutes=85")
@@ -104,9 +108,9 @@ def test_the_shipped_model_is_laptop_robust_then_fixres_then_composite():
 
 
 def test_laptop_with_48_epochs_keeps_its_recipe():
-    """`--preset laptop --epochs 48` is the 48-epoch CPU recipe on `resnet_small_hr` at 96 px with the `strong`
+    """`--preset laptop --epochs 48` is the 48-epoch CPU recipe on `resnet_small_pool` at 96 px with the `strong`
     augmentation (the first stage of a 128 px model trained without a GPU): it must stay that recipe."""
-    ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
+    ran = {"name": "laptop", "arch": "resnet_small_pool", "image_size": 96, "epochs": 48, "batch_size": 64,
            "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
            "label_smoothing": 0.1, "augmentation": "strong", "mixing": "none", "class_weighting": True,
            "fine_tune": False, "budget_minutes": None, "ema_momentum": None}
@@ -157,7 +161,7 @@ def test_epochs_given_drop_the_presets_time_budget():
     assert resolve_recipe("laptop", None, epochs=5).budget_minutes is None
     both = resolve_recipe("strong", None, epochs=5, budget_minutes=2.5)
     assert (both.epochs, both.budget_minutes) == (5, 2.5)
-    with pytest.raises(SimpsonsError, match="--budget must be above 0 minutes"):
+    with pytest.raises(SimpsonsError, match="budget_minutes must be above 0 minutes"):
         resolve_recipe("laptop", None, budget_minutes=0)
 
 
@@ -252,7 +256,7 @@ def test_run_folder_contents(finished_run):
 
     run = json.loads((finished_run / "run.json").read_text())
     assert run["characters"] == CHARACTERS
-    assert run["recipe"]["epochs"] == 2 and run["recipe"]["image_size"] == 32 and run["recipe"]["arch"] == "seed"
+    assert run["recipe"]["epochs"] == 2 and run["recipe"]["image_size"] == 32 and run["recipe"]["arch"] == "article_cnn"
     assert run["train_images"] + run["validation_images"] == 36
     assert run["validation_images"] > 0
 
@@ -277,7 +281,7 @@ def test_run_bundle(finished_run, training_folder):
     assert bundle.model.output_shape == (None, 3)
 
     metadata = bundle.metadata
-    assert metadata["arch"] == "seed"
+    assert metadata["arch"] == "article_cnn"
     assert metadata["interrupted"] is False
     assert metadata["recipe"]["epochs"] == 2
     metrics = metadata["metrics"]
@@ -412,7 +416,7 @@ def test_resume_continues_where_it_stopped(resumed_run):
     bundle = load_bundle(run / BUNDLE_NAME)
     assert bundle.characters == CHARACTERS
     assert bundle.image_size == 32
-    assert bundle.metadata["arch"] == "seed"
+    assert bundle.metadata["arch"] == "article_cnn"
     assert bundle.metadata["recipe"]["name"] == "article"
     assert bundle.metadata["metrics"]["epochs_done"] == 3
     assert bundle.metadata["interrupted"] is False
@@ -783,5 +787,5 @@ def test_a_moving_average_run_validates_and_ships_the_average_and_resumes_from_t
 
 
 def test_a_moving_average_needs_a_momentum_below_one():
-    with pytest.raises(SimpsonsError, match="--ema must be between 0 and 1"):
+    with pytest.raises(SimpsonsError, match="ema_momentum must be between 0 and 1"):
         resolve_recipe("laptop", None, ema_momentum=1.0)

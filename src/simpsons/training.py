@@ -17,10 +17,11 @@ import numpy as np
 from simpsons import data as datasets
 from simpsons.boxes import cutout_masks, find_boxes_file, read_boxes
 from simpsons.bundle import Bundle, load_bundle, save_bundle
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.files import write_atomically
 from simpsons.models import (
     MixedCrossentropy,
+    architecture_name,
     build_augmentation,
     build_training_model,
     check_augmentation,
@@ -57,16 +58,19 @@ class Recipe:
     prior_correction: bool = True  # the bundle counts every character as equally likely (README: the model bundle)
     ema_momentum: float | None = None  # when set, validation and the bundle use a moving average of the weights
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", architecture_name(self.arch))  # a run folder may name it as it was
+
 
 PRESETS: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe(
-            "article", "seed", 64, 200, 32, "rmsprop", 1e-4,
+            "article", "article_cnn", 64, 200, 32, "rmsprop", 1e-4,
             description="the article: 4-conv CNN, 64 px, RMSprop 1e-4, batch 32, 200 epochs, light augmentation",
         ),
         Recipe(
-            "article6", "seed6", 64, 40, 32, "sgd_step", 1e-2,
+            "article6", "article_cnn6", 64, 40, 32, "sgd_step", 1e-2,
             description="the repository's 6-conv CNN: SGD 0.01 with Nesterov momentum, lr x0.1 every 10 epochs",
         ),
         Recipe(
@@ -75,7 +79,7 @@ PRESETS: dict[str, Recipe] = {
             description="ResNet at 96 px: AdamW, warm-up then cosine, label smoothing, strong augmentation, class weights",
         ),
         Recipe(
-            "laptop", "resnet_small_hr", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
+            "laptop", "resnet_small_pool", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
             label_smoothing=0.1, augmentation="strong", class_weighting=True, budget_minutes=30,
             description="the strong recipe on the pooling-stem ResNet at 96 px, as many epochs (up to 60) as "
                         "fit in 30 minutes of training on this machine (48 on a 2-core Intel Xeon with TensorFlow); "
@@ -89,7 +93,7 @@ PRESETS: dict[str, Recipe] = {
                         "erasing): as many epochs (up to 60) as fit in 100 minutes of training on this machine",
         ),
         Recipe(
-            "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
+            "fixres", "resnet_small_pool", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
                         "augmentation (light_robust or light_composite for a model trained with robust or "
@@ -100,8 +104,8 @@ PRESETS: dict[str, Recipe] = {
     )
 }
 DEFAULT_PRESET_FOR_ARCH = {
-    "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong", "resnet_wide": "strong",
-    "resnet_small": "laptop", "resnet_small_hr": "laptop", "resnet_wide_small": "wide",
+    "article_cnn": "article", "article_cnn6": "article6", "resnet": "strong", "resnet_pool": "strong",
+    "resnet_wide": "strong", "resnet_small": "laptop", "resnet_small_pool": "laptop", "resnet_wide_small": "wide",
 }
 
 
@@ -114,19 +118,17 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
     so that the fine-tuning does not unlearn what they taught.
     """
     if preset is None:
-        get_architecture(arch or "seed")  # raises the unknown-architecture error
-        preset = DEFAULT_PRESET_FOR_ARCH[arch or "seed"]
+        preset = DEFAULT_PRESET_FOR_ARCH[get_architecture(arch or "article_cnn").name]
     if preset not in PRESETS:
         raise SimpsonsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
     if arch is not None:
-        get_architecture(arch)
-        recipe = replace(recipe, arch=arch)
+        recipe = replace(recipe, arch=get_architecture(arch).name)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("budget_minutes", 1) <= 0:
-        raise SimpsonsError("--budget must be above 0 minutes")
+        raise ParameterError("budget_minutes", "{name} must be above 0 minutes")
     if not 0 < changes.get("ema_momentum", 0.5) < 1:
-        raise SimpsonsError("--ema must be between 0 and 1 (e.g. 0.999)")
+        raise ParameterError("ema_momentum", "{name} must be between 0 and 1 (e.g. 0.999)")
     if "epochs" in changes and "budget_minutes" not in changes:
         changes["budget_minutes"] = None  # epochs given: the preset's time budget no longer sizes them
     for key in ("epochs", "batch_size", "image_size"):
@@ -547,8 +549,9 @@ def _starting_bundle(path: str, recipe: Recipe) -> Bundle:
     """The bundle ``train --init`` starts from, checked against the recipe's architecture."""
     init = load_bundle(path)
     arch = init.metadata.get("arch")
-    if arch is not None and arch != recipe.arch:
-        raise SimpsonsError(f"{path} holds a {arch} network; the recipe trains {recipe.arch} (use --arch {arch})")
+    if arch is not None and architecture_name(arch) != recipe.arch:
+        raise ParameterError("arch", f"the network in {path} is {arch}; the recipe trains {recipe.arch} "
+                                     f"({{name}} {arch} trains it)")
     return init
 
 
