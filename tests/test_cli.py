@@ -495,6 +495,16 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(capsys, tmp_path
     assert code == 2 and "--port must be between 0 and 65535" in one_line_error(err)
 
 
+def test_the_cli_names_the_flags_of_parameters_named_otherwise(capsys, tmp_path, samples_dir):
+    """``budget_minutes`` is ``--budget``, ``ema_momentum`` ``--ema``, ``run_dir`` ``--out``, ``resume`` ``--resume``."""
+    assert [flag_of(name) for name in ("budget_minutes", "ema_momentum", "run_dir", "init_bundle", "min_prob")] == [
+        "--budget", "--ema", "--out", "--init", "--min-prob"]
+    error = ParameterError("run_dir", "{name} is taken: {resume} it", mentions=("resume",))
+    assert (str(error), error.naming(flag_of)) == ("run_dir is taken: resume it", "--out is taken: --resume it")
+    code, _, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--ema", "1.5")
+    assert code == 2 and one_line_error(err) == "simpsons: error: --ema must be between 0 and 1 (e.g. 0.999)"
+
+
 def test_the_cli_shows_library_log_messages_on_stderr(capsys, tmp_path):
     code, _, _ = run_cli(capsys, "dataset", "stats", tmp_path / "missing")
     assert code == 2

@@ -144,8 +144,8 @@ def test_every_architecture_has_a_default_preset(arch):
         ("fancy", None, {}, "unknown preset 'fancy'"),
         (None, "vgg", {}, "unknown architecture 'vgg'"),
         ("article", "vgg", {}, "unknown architecture 'vgg'"),
-        ("article", None, {"epochs": 0}, "--epochs must be at least 1"),
-        ("article", None, {"image_size": 0}, "--image-size must be at least 1"),
+        ("article", None, {"epochs": 0}, "epochs must be at least 1"),
+        ("article", None, {"image_size": 0}, "image_size must be at least 1"),
         ("laptop", None, {"augmentation": "wild"}, "unknown augmentation policy 'wild'"),
         ("laptop", None, {"mixing": "blend"}, "unknown mixing policy 'blend'"),
     ],
@@ -745,9 +745,9 @@ def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--preset", "fixres"], "the fixres preset fine-tunes a trained model: give --init BUNDLE"),
-        (["--init", "{seed}", "--arch", "resnet_small"], "holds a seed network; the recipe trains resnet_small"),
-        (["--init", "{seed}", "--image-size", "48"], "does not fit this recipe's seed at 48 px"),
+        (["--preset", "fixres"], "the fixres preset fine-tunes a trained model: give it one (--init BUNDLE)"),
+        (["--init", "{article}", "--arch", "resnet_small"], "is article_cnn; the recipe trains resnet_small (--arch article_cnn trains it)"),
+        (["--init", "{article}", "--image-size", "48"], "does not fit this recipe's article_cnn at 48 px"),
         (["--init", "{resnet}", "--characters", "bart_simpson,lisa_simpson"],
          "--characters cannot change them when fine-tuning"),
         (["--init", "{missing}"], "missing.simpsons"),
@@ -756,7 +756,7 @@ def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_
 def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle, training_folder, tmp_path, capsys):
     from simpsons.cli import main
 
-    paths = {"seed": str(finished_run / BUNDLE_NAME), "resnet": str(resnet_bundle),
+    paths = {"article": str(finished_run / BUNDLE_NAME), "resnet": str(resnet_bundle),
              "missing": str(tmp_path / "missing.simpsons")}
     argv = ["train", str(training_folder), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"]
     assert main(argv + [arg.format(**paths) for arg in extra]) == 2

@@ -281,9 +281,13 @@ def _keras_task(args: argparse.Namespace) -> str | None:
     return None
 
 
+FLAGS = {"run_dir": "--out", "init_bundle": "--init", "background_dir": "--background", "budget_minutes": "--budget",
+         "ema_momentum": "--ema"}  # library parameters whose flag is not their name
+
+
 def flag_of(parameter: str) -> str:
-    """The command-line flag of a library parameter: ``min_prob`` -> ``--min-prob``."""
-    return "--" + parameter.replace("_", "-")
+    """The command-line flag of a library parameter: ``min_prob`` -> ``--min-prob``, or its name in ``FLAGS``."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 class _MessageFormat(logging.Formatter):
@@ -540,6 +544,8 @@ def run_confidence(args: argparse.Namespace) -> int:
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
                       target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown,
                       prior_correction=args.prior_correction, log=print)
+    if study.temperature is None:
+        print("(--calibrate TRAIN_DATA fits the temperature, thresholds and prior correction on its validation split)")
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)

@@ -470,7 +470,7 @@ def describe_recommendation(recommended: dict, curves: dict) -> str:
 def describe_calibration(calibration: dict) -> str:
     """Temperature and ECE before/after in one line."""
     if calibration["temperature"] is None:
-        return f"no calibration (give --calibrate TRAIN_DATA); ECE {calibration['ece_before']:.4f}"
+        return f"no calibration (no training folder to fit it on); ECE {calibration['ece_before']:.4f}"
     return (f"temperature T={calibration['temperature']:.4f} ({calibration['source']}); "
             f"ECE before {calibration['ece_before']:.4f}, after {calibration['ece_after']:.4f}")
 

@@ -133,7 +133,7 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
         changes["budget_minutes"] = None  # epochs given: the preset's time budget no longer sizes them
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
-            raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
+            raise ParameterError(key, "{name} must be at least 1")
     if recipe.fine_tune and "augmentation" not in changes:
         for family in ("robust", "composite"):
             if (init_augmentation or "").endswith(family):
@@ -418,9 +418,11 @@ def train(
     out = Path(run_dir)
     earlier_run, epochs_done = _read_run(out) if resume else ({}, 0)
     if not resume and (out / "state.json").exists():
-        raise SimpsonsError(f"{out} already holds a training run; use --resume or another --out")
+        raise ParameterError("run_dir", f"{out} already holds a training run: resume it ({{resume}}) or choose "
+                             "another {name}", mentions=("resume",))
     if recipe.fine_tune and not (init_bundle or resume):
-        raise SimpsonsError(f"the {recipe.name} preset fine-tunes a trained model: give --init BUNDLE")
+        raise ParameterError("init_bundle", f"the {recipe.name} preset fine-tunes a trained model: give it one "
+                                            "({name} BUNDLE)")
     init = _starting_bundle(init_bundle, recipe) if init_bundle and not resume else None
     if init is not None:
         characters = _starting_characters(init, characters, init_bundle)
@@ -498,8 +500,8 @@ def _cutout_boxes_file(recipe: Recipe, data_dir: str, given: str | None) -> Path
         return None
     found = Path(given) if given else find_boxes_file(data_dir)
     if found is None or not found.is_file():
-        raise SimpsonsError(f"the {recipe.augmentation} augmentation cuts characters out along their boxes: "
-                            f"give cutout_boxes (annotation.txt; none found beside {data_dir})")
+        raise ParameterError("cutout_boxes", f"the {recipe.augmentation} augmentation cuts characters out along "
+                                             f"their boxes: give {{name}} (annotation.txt; none found beside {data_dir})")
     return found.resolve()
 
 
@@ -559,7 +561,8 @@ def _starting_characters(init: Bundle, characters: list[str] | None, path: str) 
     """The characters of the starting bundle: its network answers for them, in that order."""
     known = [name for name in init.characters if name != datasets.NO_CHARACTER]
     if characters and sorted(characters) != sorted(known):
-        raise SimpsonsError(f"{path} knows {', '.join(known)}; --characters cannot change them when fine-tuning")
+        raise ParameterError("characters", f"{path} knows {', '.join(known)}; {{name}} cannot change them when "
+                                           "fine-tuning")
     return known
 
 
