@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -352,7 +353,8 @@ def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("minutes", "epochs"), [(10, 3), (0.01, 1)])
-def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, capsys):
+def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="simpsons")
     run = tmp_path / "budget"
     recipe = resolve_recipe("laptop", "resnet_small", epochs=3, budget_minutes=minutes, **FAST)
     train(str(training_folder), str(run), recipe, characters=CHARACTERS)
@@ -360,7 +362,7 @@ def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_fol
     budget = recorded["budget"]
     assert budget["epochs"] == recorded["recipe"]["epochs"] == len(history_rows(run)) == epochs
     assert budget["probe_seconds"] > 0 and budget["estimated_epoch_seconds"] > 0
-    assert f"time budget {minutes:g} min: an epoch takes about" in capsys.readouterr().out
+    assert f"time budget {minutes:g} min: an epoch takes about" in caplog.text
 
 
 @pytest.mark.slow
@@ -492,13 +494,14 @@ def ctrl_c_in_epoch(interrupted: int) -> Iterator[None]:
 
 
 @pytest.mark.slow
-def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, capsys):
+def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="simpsons")
     run = tmp_path / "interrupted"
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
     with ctrl_c_in_epoch(1):
         path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
 
-    assert "interrupted" in capsys.readouterr().out
+    assert f"interrupted: the run in {run} resumes from its last checkpoint" in caplog.text
     assert path == run / BUNDLE_NAME
     bundle = load_bundle(path)
     assert bundle.metadata["interrupted"] is True
@@ -652,7 +655,9 @@ def test_no_prior_correction_keeps_the_training_frequencies(training_folder, tmp
     bundle = load_bundle(run / BUNDLE_NAME)
     metrics = bundle.metadata["metrics"]
     assert bundle.prior_correction is None and "prior_correction" not in metrics
-    assert "prior correction:" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "prior correction:" not in captured.out + captured.err
+    assert '"epochs_done": 1' in captured.out  # the metrics, printed by the command
     assert metrics["validation_accuracy"] == pytest.approx(read_history(run / "history.csv")[0]["val_accuracy"])
 
 
@@ -735,10 +740,10 @@ def test_fine_tuning_copies_the_weights(resnet_bundle, training_folder, tmp_path
 
 
 @pytest.mark.slow
-def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, capsys):
+def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, caplog):
     recipe = resolve_recipe("fixres", "resnet_small", epochs=1, **FAST)
     train(str(training_folder), str(tmp_path / "run"), recipe, init_bundle=str(resnet_bundle), seed=5)
-    assert "pictures it learnt may sit in this run's validation split" in capsys.readouterr().out
+    assert "pictures it learnt may sit in this run's validation split" in caplog.text
 
 
 @pytest.mark.slow

@@ -390,10 +390,10 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{name:<12} {description}")
         print("\narchitectures (--arch):")
         for architecture in ARCHITECTURES.values():
-            print(f"{architecture.name:<16} {architecture.description}")
+            print(f"{architecture.name:<18} {architecture.description}")
         return 0
     if args.resume:
-        resume_training(args.resume, time_limit_minutes=args.time_limit)
+        _report_run(resume_training(args.resume, time_limit_minutes=args.time_limit))
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
@@ -405,10 +405,20 @@ def run_train(args: argparse.Namespace) -> int:
                             augmentation=args.augmentation, mixing=args.mixing, budget_minutes=args.budget,
                             ema_momentum=args.ema,
                             prior_correction=args.prior_correction)
-    train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
-          test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
-          init_bundle=args.init, cutout_boxes=args.cutout_boxes)
+    _report_run(train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images,
+                      characters=args.characters, test_dir=args.test, time_limit_minutes=args.time_limit,
+                      background_dir=args.background, init_bundle=args.init, cutout_boxes=args.cutout_boxes))
     return 0
+
+
+def _report_run(bundle_path: Path) -> None:
+    """The metrics of the bundle a training session wrote, and how to go on when it stopped early."""
+    from simpsons.bundle import read_description
+
+    metadata = read_description(bundle_path).metadata
+    print(json.dumps(metadata["metrics"], indent=2))
+    if metadata.get("interrupted") or metadata["metrics"]["epochs_done"] < metadata["recipe"]["epochs"]:
+        print(f"continue from the last checkpoint with: simpsons train --resume {bundle_path.parent}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

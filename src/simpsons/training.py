@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import sys
 import time
@@ -33,6 +34,7 @@ from simpsons.models import (
 )
 
 BUNDLE_NAME = "model.simpsons"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,8 @@ class EpochRecorder(keras.callbacks.Callback):
         if stopping or epoch + 1 == self.params["epochs"] or now - self.saved_at >= CHECKPOINT_SECONDS:
             self._save_resume_point(epoch + 1)
         if stopping:
-            print(f"\ntime limit reached after epoch {epoch + 1}: stopping (resume with --resume)")
+            log.info("time limit reached after epoch %d: stopping (the run resumes from its last checkpoint)",
+                     epoch + 1)
             self.model.stop_training = True
 
     def _save_resume_point(self, epochs_done: int) -> None:
@@ -436,9 +439,11 @@ def train(
     train_set, val_set = images.subset(train_idx), images.subset(val_idx)
     num_classes = len(images.characters)
     if init is not None and images.characters != init.characters:
-        raise SimpsonsError(f"{init_bundle} answers for {len(init.characters)} classes and this data gives "
-                            f"{num_classes}: give --background exactly when the model has the no_character class")
-    print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
+        raise ParameterError("background_dir", f"{init_bundle} answers for {len(init.characters)} classes and this "
+                             f"data gives {num_classes}: give {{name}} exactly when the model has the no_character "
+                             "class")
+    log.info("%d characters, %d training and %d validation images (shot-aware split)", num_classes, len(train_set),
+             len(val_set))
     boxes_file = _cutout_boxes_file(recipe, data_dir, cutout_boxes)
     train_fit, val_fit = _with_cutout_masks(train_set, val_set, boxes_file, recipe.image_size)
     budget = earlier_run.get("budget")  # a resumed run keeps what sized its epochs
@@ -485,7 +490,7 @@ def train(
         )
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted: continue from the last checkpoint with: simpsons train --resume {out}")
+        log.info("interrupted: the run in %s resumes from its last checkpoint", out)
     train_seconds = time.perf_counter() - started
 
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
@@ -514,7 +519,8 @@ def _with_cutout_masks(
         return train_set, val_set
     masks = cutout_masks(train_set.paths, read_boxes(boxes_file), size)
     boxed = int(np.sum(masks.min(axis=(1, 2)) == 0))
-    print(f"{boxed} of {len(train_set)} training pictures have a box to cut their character out along ({boxes_file})")
+    log.info("%d of %d training pictures have a box to cut their character out along (%s)", boxed, len(train_set),
+             boxes_file)
     full = np.full((*val_set.images.shape[:3], 1), 255, dtype=np.uint8)
     return (replace(train_set, images=np.concatenate([train_set.images, masks[..., None]], axis=-1)),
             replace(val_set, images=np.concatenate([val_set.images, full], axis=-1)))
@@ -528,8 +534,8 @@ def _sized_to_budget(
     epoch_seconds = probe.epoch_seconds(len(train_set), len(val_set), recipe.batch_size)
     epochs = epochs_within(recipe.budget_minutes * 60, probe, len(train_set), len(val_set), recipe.batch_size,
                            most=recipe.epochs)
-    print(f"time budget {recipe.budget_minutes:g} min: an epoch takes about {epoch_seconds:.0f} s here "
-          f"(measured in {probe.probe_seconds:.0f} s), so {epochs} epochs")
+    log.info("time budget %g min: an epoch takes about %.0f s here (measured in %.0f s), so %d epochs",
+             recipe.budget_minutes, epoch_seconds, probe.probe_seconds, epochs)
     budget = {"minutes": recipe.budget_minutes, "probe_seconds": round(probe.probe_seconds, 1),
               "estimated_epoch_seconds": round(epoch_seconds, 1), "epochs": epochs,
               "time_limit_minutes": round((recipe.budget_minutes * 60 - probe.probe_seconds) / 60, 2)}
@@ -542,7 +548,7 @@ def _selected_images(
     """The training folder's pictures of the chosen characters, with the background class when asked."""
     images = datasets.load_images(data_dir, size)
     if images.bad_files:
-        print(datasets.describe_bad_files(images.bad_files))
+        log.warning("%s", datasets.describe_bad_files(images.bad_files))
     images = datasets.select_characters(images, min_images=min_images, characters=characters)
     return _add_background(images, background_dir, size) if background_dir else images
 
@@ -578,8 +584,8 @@ def _warn_unless_same_split(init: Bundle, path: str, run: dict[str, Any]) -> Non
     """Say so when the validation split may hold pictures the starting bundle was trained on."""
     keys = ("data_fingerprint", "seed", "validation_fraction")
     if any(init.metadata.get(key) != run[key] for key in keys):
-        print(f"warning: {path} was trained on other pictures or another split; pictures it learnt may sit in "
-              "this run's validation split and make its validation accuracy read high")
+        log.warning("%s was trained on other pictures or another split; pictures it learnt may sit in this run's "
+                    "validation split and make its validation accuracy read high", path)
 
 
 def _lineage(init: Bundle, path: str) -> dict[str, Any]:
@@ -661,9 +667,10 @@ def _add_background(images: datasets.LabelledImages, folder: str, size: int) -> 
     """The characters' images and the background pictures as the class ``no_character``."""
     background = datasets.load_background(folder, size)
     if background.bad_files:
-        print(datasets.describe_bad_files(background.bad_files))
+        log.warning("%s", datasets.describe_bad_files(background.bad_files))
     if len(background) < 2:
-        raise SimpsonsError(f"--background needs at least 2 readable pictures; {folder} has {len(background)}")
+        raise ParameterError("background_dir", f"{{name}} needs at least 2 readable pictures; {folder} has "
+                                               f"{len(background)}")
     return datasets.with_background(images, background)
 
 
@@ -690,7 +697,7 @@ def _save_result(
     prior: dict[str, Any] = {}
     if training_counts is not None:
         correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
-        print(describe_prior_correction(curve, correction.strength))
+        log.info("%s", describe_prior_correction(curve, correction.strength))
         bundle.prior_correction = correction
         corrected = logits + correction.offsets()
         prior = {"prior_correction": {
@@ -710,7 +717,6 @@ def _save_result(
         metrics["test_images"] = len(test)
     bundle.metadata = {**metadata, "metrics": metrics}
     save_bundle(bundle, out / BUNDLE_NAME)
-    print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
 
 
