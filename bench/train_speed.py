@@ -1,4 +1,4 @@
-"""Training speed of the article's `seed` model: our pipeline against the article's, in one process.
+"""Training speed of the article's `article_cnn` model: our pipeline against the article's, in one process.
 
 The article fed `model.fit` from Keras' old ImageDataGenerator: every picture rotated, shifted and
 flipped one at a time on the CPU by scipy (`ndimage.affine_transform`, order 1, nearest fill), then
@@ -30,7 +30,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from simpsons.models import build_augmentation, build_seed, build_training_model  # noqa: E402
+from simpsons.models import build_article_cnn, build_augmentation, build_training_model  # noqa: E402
 from simpsons.training import PRESETS, fit_data  # noqa: E402
 from machine import machine  # noqa: E402
 from speed import compiled, repeated_samples  # noqa: E402  (bench/speed.py, beside this script)
@@ -80,12 +80,12 @@ def epoch_seconds(pipeline: str, steps: int, epochs: int) -> list[float]:
     images, labels = repeated_samples(recipe.image_size, steps * recipe.batch_size)
     classes, size = labels.shape[1], recipe.image_size
     if pipeline == "article_pipeline":
-        model, data = build_seed(classes, size), {"x": ArticleBatches(images, labels, recipe.batch_size)}
+        model, data = build_article_cnn(classes, size), {"x": ArticleBatches(images, labels, recipe.batch_size)}
     elif pipeline == "ours":
-        model = build_training_model(build_seed(classes, size), build_augmentation("article", size, 0))
+        model = build_training_model(build_article_cnn(classes, size), build_augmentation("article", size, 0))
         data = fit_data((images, labels), recipe.batch_size, seed=0)
     else:
-        model, data = build_seed(classes, size), fit_data((images, labels), recipe.batch_size, seed=0)
+        model, data = build_article_cnn(classes, size), fit_data((images, labels), recipe.batch_size, seed=0)
     seconds = []
 
     class EpochTimer(keras.callbacks.Callback):

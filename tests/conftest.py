@@ -66,7 +66,7 @@ def training_folder(sample_paths: list[Path], tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 32 px ``seed`` bundle for the 20 test characters (random weights: its answers mean nothing)."""
+    """A 32 px ``article_cnn`` bundle for the 20 test characters (random weights: its answers mean nothing)."""
     path = tmp_path_factory.mktemp("bundles") / "tiny.simpsons"
     make_bundle(path, TEST_CHARACTERS)
     return path

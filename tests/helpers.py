@@ -93,16 +93,16 @@ def build_training_folder(sample_paths: list[Path], root: Path, characters: list
 
 
 def make_bundle(path: Path, characters: list[str], image_size: int = 32, threshold: float | None = None, seed: int = 0):
-    """Save an (untrained) ``seed`` classifier as a bundle; returns the Bundle."""
+    """Save an (untrained) ``article_cnn`` classifier as a bundle; returns the Bundle."""
     import keras
 
     from simpsons.bundle import Bundle, save_bundle
-    from simpsons.models import build_seed
+    from simpsons.models import build_article_cnn
 
     keras.utils.set_random_seed(seed)
     bundle = Bundle(
-        model=build_seed(len(characters), image_size), characters=list(characters), image_size=image_size,
-        threshold=threshold, metadata={"arch": "seed", "note": "made by the tests", "metrics": {"accuracy": 0.5}},
+        model=build_article_cnn(len(characters), image_size), characters=list(characters), image_size=image_size,
+        threshold=threshold, metadata={"arch": "article_cnn", "note": "made by the tests", "metrics": {"accuracy": 0.5}},
     )
     save_bundle(bundle, path)
     return bundle

@@ -17,11 +17,19 @@ from test_cli import one_line_error, run_cli
 
 from simpsons import data as datasets
 from simpsons.backends import exported_network, exported_network_path, load_for_inference
-from simpsons.bundle import load_bundle, network_fingerprint, read_description, rewrite_description, save_bundle
+from simpsons.bundle import (
+    PriorCorrection,
+    StrangerDetector,
+    load_bundle,
+    network_fingerprint,
+    read_description,
+    rewrite_description,
+    save_bundle,
+)
 from simpsons.errors import SimpsonsError
 from simpsons.extras import TRAINING_INSTALL, TRAINING_MODULES
 from simpsons.onnx_network import OnnxNetwork, load_onnx_network
-from simpsons.prediction import UNKNOWN, Predictor, PriorCorrection, StrangerDetector, default_model_path
+from simpsons.prediction import UNKNOWN, Predictor, default_model_path
 
 SIZE = 32
 
@@ -50,13 +58,13 @@ def dressed(tmp_path_factory: pytest.TempPathFactory, pixels: np.ndarray) -> Pat
     detector = StrangerDetector(rng.normal(size=features.shape[1]), 0.0, 0.5, 0.2, "max logit")
     bundle.test_time_flip = True
     bundle.temperature = 0.3
-    bundle.prior_correction = PriorCorrection(0.3, list(range(10, 10 + len(TEST_CHARACTERS)))).description()
+    bundle.prior_correction = PriorCorrection(0.3, list(range(10, 10 + len(TEST_CHARACTERS))))
     scored = Predictor(bundle)
     probabilities = scored.probabilities(pixels)
     best = probabilities.max(axis=1)
     familiarity = detector.familiarity(scored.features(pixels), scored.logits(pixels).max(axis=1))
     detector.threshold = float(np.quantile(familiarity, 0.2))  # a fifth unfamiliar
-    bundle.stranger_detector = detector.description()
+    bundle.stranger_detector = detector
     bundle.threshold = float(np.quantile(best, 0.1))
     guesses = probabilities.argmax(axis=1)
     common = np.bincount(guesses).argmax()  # half its pictures below its own threshold
@@ -94,7 +102,7 @@ def test_the_shipped_export_comes_from_the_shipped_network():
     bundle_path = default_model_path()
     shipped = load_onnx_network(exported_network_path(bundle_path))
     assert shipped.source == network_fingerprint(bundle_path)
-    assert shipped.description() == read_description(bundle_path)  # --model default.onnx answers alike
+    assert shipped.description().as_json() == read_description(bundle_path).as_json()  # default.onnx answers alike
 
 
 def test_onnx_and_keras_answer_alike_with_every_decision(dressed: Path, pixels: np.ndarray):

@@ -11,7 +11,15 @@ import pytest
 from helpers import TEST_CHARACTERS, make_bundle, open_sample
 
 from simpsons import data as datasets
-from simpsons.bundle import FORMAT, FORMAT_VERSION, load_bundle, read_description, save_bundle
+from simpsons.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    PriorCorrection,
+    load_bundle,
+    migrate,
+    read_description,
+    save_bundle,
+)
 from simpsons.errors import SimpsonsError
 from simpsons.prediction import UNKNOWN, Predictor
 
@@ -56,7 +64,7 @@ def test_bundle_is_a_zip_with_a_description(saved):
     assert description["characters"] == TEST_CHARACTERS
     assert description["image_size"] == SIZE
     assert description["preprocessing"]["input_range"] == [0, 255]
-    assert read_description(path) == description
+    assert read_description(path).as_json() == description
 
 
 def test_save_replaces_atomically(saved, tmp_path):
@@ -167,7 +175,7 @@ def test_prior_correction_round_trip_and_answers(saved, sample_pixels, tmp_path)
     counts = [10 * (index + 1) for index in range(20)]
     _with_description(path, saved[0], prior_correction={"strength": 0.8, "training_counts": counts})
     corrected = load_bundle(path)
-    assert corrected.prior_correction == {"strength": 0.8, "training_counts": counts}
+    assert corrected.prior_correction == PriorCorrection(0.8, counts)
     plain = Predictor(load_bundle(saved[0])).logits(sample_pixels)
     offsets = -0.8 * np.log(np.asarray(counts) / sum(counts))
     for raw in (False, True):
@@ -276,3 +284,81 @@ def test_predict_unreadable_file_is_a_clear_error(predictor, tmp_path, sample_pa
     broken.write_bytes(sample_paths[0].read_bytes()[:200])
     with pytest.raises(SimpsonsError, match="cannot read image .*broken.jpg"):
         predictor.predict_files([sample_paths[0], broken])
+
+
+# --------------------------------------------------------------------------- format 1
+
+
+def _format_1(path: Path, source: Path, **fields) -> None:
+    """The bundle at ``source`` as format 1 wrote it: no temperature, per-character thresholds, flip or prior
+    correction; ``fields`` (the stranger detector in format 1's words) over its description."""
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(path, "w") as new:
+        description = json.loads(old.read("bundle.json"))
+        for later in ("character_thresholds", "temperature", "test_time_flip", "prior_correction"):
+            del description[later]
+        new.writestr("bundle.json", json.dumps({**description, "version": 1, **fields}))
+        new.writestr("model.keras", old.read("model.keras"))
+
+
+def test_a_format_1_bundle_loads_and_answers_as_before(saved, sample_pixels, tmp_path):
+    """A format-1 detector stored its weight as ``probability_weight`` and read the best probability."""
+    plain = Predictor(load_bundle(saved[0]))
+    probabilities, features = plain.probabilities(sample_pixels), plain.features(sample_pixels)
+    weights = np.random.default_rng(1).normal(size=features.shape[1])
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    familiarity = 1 / (1 + np.exp(-(unit @ weights - 0.5 + 2.0 * probabilities.max(axis=1))))
+    threshold, familiar = float(np.median(probabilities.max(axis=1))), float(np.median(familiarity))
+    old = tmp_path / "old.simpsons"
+    _format_1(old, saved[0], threshold=threshold, stranger_detector={
+        "weights": weights.tolist(), "bias": -0.5, "threshold": familiar, "probability_weight": 2.0})
+
+    loaded = load_bundle(old)
+    assert (loaded.threshold, loaded.temperature, loaded.character_thresholds) == (threshold, None, None)
+    assert loaded.prior_correction is None and loaded.test_time_flip is False
+    assert (loaded.stranger_detector.answer, loaded.stranger_detector.answer_weight) == ("best probability", 2.0)
+    predictor = Predictor(loaded)
+    scores = predictor.score(sample_pixels)
+    np.testing.assert_allclose(scores.probabilities, probabilities, atol=1e-6)
+    np.testing.assert_allclose(scores.familiarity, familiarity, atol=1e-5)
+    answers = [answer.character for answer in predictor.decide(scores.probabilities, familiarity=scores.familiarity)]
+    expected = [TEST_CHARACTERS[row.argmax()] if row.max() >= threshold and known >= familiar else UNKNOWN
+                for row, known in zip(probabilities, scores.familiarity)]
+    assert answers == expected and UNKNOWN in answers and set(answers) != {UNKNOWN}
+
+    resaved = tmp_path / "resaved.simpsons"
+    save_bundle(loaded, resaved)  # written again, in the current format and its words
+    with zipfile.ZipFile(resaved) as zipped:
+        description = json.loads(zipped.read("bundle.json"))
+    assert description["version"] == FORMAT_VERSION == 2
+    assert description["stranger_detector"]["answer_weight"] == 2.0
+    assert "probability_weight" not in description["stranger_detector"]
+
+
+def test_a_format_1_detector_without_an_answer_weight_reads_the_features_alone(saved, tmp_path):
+    old = tmp_path / "old.simpsons"
+    _format_1(old, saved[0], stranger_detector={"weights": [0.0, 1.0], "bias": 0.0, "threshold": 0.5})
+    assert load_bundle(old).stranger_detector.answer_weight == 0.0
+
+
+def test_migrate_fills_format_1_and_leaves_format_2_alone(saved):
+    current = read_description(saved[0]).as_json()
+    assert migrate(current) is current
+    first = {key: value for key, value in current.items() if key not in ("temperature", "metadata", "test_time_flip")}
+    migrated = migrate({**first, "version": 1})
+    assert migrated["version"] == 2 and set(migrated) == set(current)
+    assert (migrated["temperature"], migrated["metadata"], migrated["test_time_flip"]) == (None, {}, False)
+
+
+def test_the_shipped_model_and_its_export_are_format_1_and_load():
+    """The shipped files were written in format 1; they load through the migration."""
+    from simpsons.backends import exported_network_path
+    from simpsons.onnx_network import METADATA_KEY, load_onnx_bundle, load_onnx_network
+    from simpsons.prediction import default_model_path
+
+    with zipfile.ZipFile(default_model_path()) as zipped:
+        assert json.loads(zipped.read("bundle.json"))["version"] == 1
+    exported = exported_network_path(default_model_path())
+    assert json.loads(load_onnx_network(exported).metadata[METADATA_KEY])["version"] == 1
+    from_onnx, from_bundle = load_onnx_bundle(exported), read_description(default_model_path())
+    assert from_onnx.stranger_detector.answer == from_bundle.stranger_detector.answer == "max logit"
+    assert from_onnx.as_json()["version"] == 2 and from_onnx.characters == from_bundle.characters

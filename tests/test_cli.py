@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,7 @@ def test_subprocess_corrupt_model_exits_2(tmp_path, sample_paths):
 
 
 def test_predict_samples_with_the_shipped_model(capsys, samples_dir):
-    known = read_description(default_model_path())["characters"]
+    known = read_description(default_model_path()).characters
     code, out, err = run_cli(capsys, "predict", samples_dir)
 
     assert code == 0
@@ -240,10 +241,10 @@ def test_evaluate_write_stores_the_test_accuracy_in_the_bundle(capsys, tmp_path,
     assert code == 0, err
     measured = json.loads((tmp_path / "m.json").read_text())
     after = read_description(model)
-    assert after["metadata"]["metrics"]["test_accuracy"] == measured["top1_accuracy"]
-    assert after["metadata"]["metrics"]["test_images"] == 60
-    assert after["metadata"]["metrics"]["test_data"] == str(samples_dir.resolve())
-    assert {k: v for k, v in after.items() if k != "metadata"} == {k: v for k, v in before.items() if k != "metadata"}
+    assert after.metadata["metrics"]["test_accuracy"] == measured["top1_accuracy"]
+    assert after.metadata["metrics"]["test_images"] == 60
+    assert after.metadata["metrics"]["test_data"] == str(samples_dir.resolve())
+    assert replace(after, metadata={}).as_json() == replace(before, metadata={}).as_json()
     assert "wrote the test accuracy" in out
 
     for refused in ([], ["--model", tmp_path / "model.onnx"]):
@@ -436,13 +437,13 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
     assert code == 0
     assert "time budget 5 min: an epoch takes about" in out and "so 2 epochs" in out  # at most --epochs
     assert "time limit reached after epoch 1" in out  # --time-limit wins over the budget's
-    assert read_description(run / "model.simpsons")["metadata"]["metrics"]["epochs_done"] == 1
+    assert read_description(run / "model.simpsons").metadata["metrics"]["epochs_done"] == 1
 
     code, out, err = run_cli(capsys, "train", "--resume", run)
     assert code == 0
     with open(run / "history.csv") as handle:
         assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
-    metadata = read_description(run / "model.simpsons")["metadata"]
+    metadata = read_description(run / "model.simpsons").metadata
     assert metadata["metrics"]["epochs_done"] == 2
     assert metadata["recipe"]["image_size"] == 32 and metadata["recipe"]["batch_size"] == 8
     assert metadata["recipe"]["augmentation"] == "robust"  # the resumed checkpoint kept its augmentation layers
@@ -492,6 +493,16 @@ def test_library_errors_name_parameters_and_the_cli_names_flags(capsys, tmp_path
     assert raised.value.naming(flag_of).startswith("--every wants")
     code, _, err = run_cli(capsys, "serve", "--port", "70000")
     assert code == 2 and "--port must be between 0 and 65535" in one_line_error(err)
+
+
+def test_the_cli_names_the_flags_of_parameters_named_otherwise(capsys, tmp_path, samples_dir):
+    """``budget_minutes`` is ``--budget``, ``ema_momentum`` ``--ema``, ``run_dir`` ``--out``, ``resume`` ``--resume``."""
+    assert [flag_of(name) for name in ("budget_minutes", "ema_momentum", "run_dir", "init_bundle", "min_prob")] == [
+        "--budget", "--ema", "--out", "--init", "--min-prob"]
+    error = ParameterError("run_dir", "{name} is taken: {resume} it", mentions=("resume",))
+    assert (str(error), error.naming(flag_of)) == ("run_dir is taken: resume it", "--out is taken: --resume it")
+    code, _, err = run_cli(capsys, "train", samples_dir, "--out", tmp_path / "run", "--ema", "1.5")
+    assert code == 2 and one_line_error(err) == "simpsons: error: --ema must be between 0 and 1 (e.g. 0.999)"
 
 
 def test_the_cli_shows_library_log_messages_on_stderr(capsys, tmp_path):

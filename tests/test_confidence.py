@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import TEST_CHARACTERS, drawn_png, make_bundle, open_sample
 
-from simpsons.bundle import load_bundle, read_description, save_bundle
+from simpsons.bundle import PriorCorrection, StrangerDetector, load_bundle, read_description, save_bundle, unit_rows
 from simpsons.data import load_images
 from simpsons.cli import main
 from simpsons.calibration import (
@@ -42,7 +42,7 @@ from simpsons.open_set import (
     open_set_figures,
     study_stranger_detector,
 )
-from simpsons.prediction import UNKNOWN, Predictor, PriorCorrection, apply_temperature, default_model_path
+from simpsons.prediction import UNKNOWN, Predictor, apply_temperature, default_model_path
 
 THREE = ["bart_simpson", "homer_simpson", "lisa_simpson"]
 PLOTS = ["scatter_all.png", "threshold_overall.png", "threshold_per_character.png", "reliability.png"]
@@ -222,7 +222,7 @@ def test_bundle_with_temperature_and_thresholds_round_trips(tmp_path, pixels):
     bundle.temperature = 0.5
     save_bundle(bundle, path)
     description = read_description(path)
-    assert description["temperature"] == 0.5 and description["character_thresholds"] == {"lisa_simpson": 0.2}
+    assert description.temperature == 0.5 and description.character_thresholds == {"lisa_simpson": 0.2}
     loaded = load_bundle(path)
     assert (loaded.threshold, loaded.character_thresholds, loaded.temperature) == (0.5, {"lisa_simpson": 0.2}, 0.5)
     predictor = Predictor(loaded)
@@ -258,13 +258,14 @@ def test_character_threshold_overrides_the_global_one(tmp_path, pixels):
     assert answer.character == UNKNOWN and answer.best_guess == name and answer.probability == pytest.approx(best)
 
 
-def test_a_bundle_without_the_new_fields_behaves_as_before(tmp_path, pixels):
+def test_a_format_1_bundle_without_temperature_or_character_thresholds_behaves_as_before(tmp_path, pixels):
     path = tmp_path / "old.simpsons"
     make_bundle(path, TEST_CHARACTERS, threshold=0.3)
     with zipfile.ZipFile(path) as zipped:
         description = json.loads(zipped.read("bundle.json"))
         model = zipped.read("model.keras")
     del description["temperature"], description["character_thresholds"]
+    description["version"] = 1
     with zipfile.ZipFile(path, "w") as zipped:
         zipped.writestr("bundle.json", json.dumps(description))
         zipped.writestr("model.keras", model)
@@ -278,30 +279,25 @@ def test_a_bundle_without_the_new_fields_behaves_as_before(tmp_path, pixels):
 
 
 def test_familiarity_by_hand():
-    detector = predictions.StrangerDetector(np.array([1.0, -1.0]), 0.2, 0.5, answer_weight=2.0, answer="max logit")
+    detector = StrangerDetector(np.array([1.0, -1.0]), 0.2, 0.5, answer_weight=2.0, answer="max logit")
     # unit rows [0.6, 0.8] and [1, 0]: 0.6 - 0.8 + 0.2 + 2 * 0 = 0 and 1 + 0.2 + 2 * 0.4 = 2 before the sigmoid
     np.testing.assert_allclose(detector.familiarity(np.array([[3.0, 4.0], [2.0, 0.0]]), np.array([0.0, 0.4])),
                                [0.5, 1 / (1 + np.exp(-2.0))], atol=1e-6)
-    stored = predictions.StrangerDetector.from_description(detector.description())
+    stored = StrangerDetector.from_json(detector.as_json())
     assert (stored.answer_weight, stored.answer) == (2.0, "max logit")
-    # the figure it reads: the max logit here; a detector stored with `probability_weight` reads the best probability
+    # the figure it reads: the max logit here, or the best probability
     logits, probabilities = np.array([[1.0, 3.0], [-2.0, -1.0]]), np.array([[0.1, 0.9], [0.3, 0.7]])
     np.testing.assert_allclose(predictions.answer_figure(detector.answer, logits, probabilities), [3.0, -1.0])
-    with_probability_weight = {"weights": [1.0, -1.0], "bias": 0.2, "threshold": 0.5, "probability_weight": 2.0}
-    older = predictions.StrangerDetector.from_description(with_probability_weight)
-    assert (older.answer_weight, older.answer) == (2.0, "best probability")
-    np.testing.assert_allclose(predictions.answer_figure(older.answer, logits, probabilities), [0.9, 0.7])
-    features_only = {key: value for key, value in with_probability_weight.items() if key != "probability_weight"}
-    assert predictions.StrangerDetector.from_description(features_only).answer_weight == 0.0
+    np.testing.assert_allclose(predictions.answer_figure("best probability", logits, probabilities), [0.9, 0.7])
     with pytest.raises(SimpsonsError, match="reads 'energy'"):
-        predictions.StrangerDetector.from_description({**with_probability_weight, "answer": "energy"})
+        StrangerDetector.from_json({**detector.as_json(), "answer": "energy"})
 
 
 def test_the_predictor_gives_the_detector_its_best_probability(tmp_path, pixels):
     path = tmp_path / "model.simpsons"
     bundle = make_bundle(path, TEST_CHARACTERS)
     width = Predictor(bundle).features(pixels[:1]).shape[1]
-    bundle.stranger_detector = {"weights": [0.0] * width, "bias": -1.0, "threshold": 0.5, "probability_weight": 3.0}
+    bundle.stranger_detector = StrangerDetector(np.zeros(width), -1.0, 0.5, 3.0, "best probability")
     save_bundle(bundle, path)
     predictor = Predictor(load_bundle(path))
     scores = predictor.score(pixels)
@@ -313,8 +309,7 @@ def test_the_predictor_gives_the_detector_its_max_logit(tmp_path, pixels):
     path = tmp_path / "model.simpsons"
     bundle = make_bundle(path, TEST_CHARACTERS)
     width = Predictor(bundle).features(pixels[:1]).shape[1]
-    bundle.stranger_detector = {"weights": [0.0] * width, "bias": -1.0, "threshold": 0.5, "answer_weight": 0.5,
-                                "answer": "max logit"}
+    bundle.stranger_detector = StrangerDetector(np.zeros(width), -1.0, 0.5, 0.5, "max logit")
     bundle.temperature = 2.0  # the max logit is the network's own, whatever the temperature
     save_bundle(bundle, path)
     predictor = Predictor(load_bundle(path))
@@ -327,7 +322,7 @@ def test_the_stranger_detector_turns_unfamiliar_pictures_away(tmp_path, pixels):
     bundle = make_bundle(path, TEST_CHARACTERS)
     plain = Predictor(bundle)
     width = plain.features(pixels[:1]).shape[1]
-    bundle.stranger_detector = {"weights": [0.0] * width, "bias": 0.0, "threshold": 0.6}  # familiarity 0.5 for all
+    bundle.stranger_detector = StrangerDetector(np.zeros(width), 0.0, 0.6)  # familiarity 0.5 for all
     save_bundle(bundle, path)
     strict = Predictor(load_bundle(path))
     answers = strict.predict_pixels(pixels, top_k=1)
@@ -351,15 +346,20 @@ def test_a_bundle_with_flip_answers_a_picture_and_its_mirror_alike(tmp_path, pix
     flipping = Predictor(load_bundle(path))
     np.testing.assert_allclose(flipping.logits(pixels), flipping.logits(mirrored), atol=1e-5)
     np.testing.assert_allclose(flipping.logits(pixels), (plain.logits(pixels) + plain.logits(mirrored)) / 2, atol=1e-4)
-    assert read_description(path)["test_time_flip"] is True
+    assert read_description(path).test_time_flip is True
 
 
 def test_a_broken_stranger_detector_is_refused(tmp_path):
     path = tmp_path / "model.simpsons"
-    bundle = make_bundle(path, TEST_CHARACTERS)
-    bundle.stranger_detector = {"weights": [1.0, 2.0]}
-    save_bundle(bundle, path)
-    with pytest.raises(SimpsonsError, match="stranger detector"):
+    make_bundle(path, TEST_CHARACTERS)
+    with zipfile.ZipFile(path) as zipped:
+        description = json.loads(zipped.read("bundle.json"))
+        model = zipped.read("model.keras")
+    description["stranger_detector"] = {"weights": [1.0, 2.0]}
+    with zipfile.ZipFile(path, "w") as zipped:
+        zipped.writestr("bundle.json", json.dumps(description))
+        zipped.writestr("model.keras", model)
+    with pytest.raises(SimpsonsError, match="not a simpsons model bundle.*stranger detector"):
         load_bundle(path)
 
 
@@ -395,10 +395,10 @@ def test_the_detector_study_measures_characters_it_never_saw():
     familiarity = study.detector.familiarity(validation.features, validation.answer)
     assert np.mean(familiarity >= study.detector.threshold) == pytest.approx(DETECTOR_KEEPS, abs=0.01)
     assert np.median(familiarity) > 0.8 and np.median(study.strangers) < 0.2
-    stored = study.description()
-    assert len(stored["weights"]) == 40 and stored["fitted"]["unknown_characters"] == 5
+    stored = study.stored()
+    assert len(stored.weights) == 40 and stored.fitted["unknown_characters"] == 5
     # the answer figure counts as much as the features: equal spreads on the validation pictures
-    from_features = predictions.unit_rows(validation.features) @ study.detector.weights
+    from_features = unit_rows(validation.features) @ study.detector.weights
     from_answer = study.detector.answer_weight * validation.answer
     assert from_answer.std() == pytest.approx(from_features.std(), rel=1e-6)
     assert study.detector.answer == "max logit"
@@ -423,7 +423,7 @@ def test_cli_study_of_the_shipped_model_on_the_samples(capsys, samples_dir, tmp_
     assert payload["curves"]["overall"]["recall"][0] == pytest.approx(payload["accuracy"])
     assert payload["recommended"]["objective"].startswith("best F1")
     assert payload["calibration"]["source"] == "bundle"  # the shipped model's stored temperature
-    assert payload["calibration"]["temperature"] == pytest.approx(read_description(default_model_path())["temperature"])
+    assert payload["calibration"]["temperature"] == pytest.approx(read_description(default_model_path()).temperature)
     assert payload["recommended"]["chosen_on"] == str(samples_dir)  # no --calibrate: chosen on the data itself
     assert payload["figures"]["article"]["wrong"]["gap"] == 0.092
 
@@ -483,15 +483,15 @@ def test_cli_calibrate_and_write(capsys, tmp_path, training_folder):
     assert not written.test_time_flip
     assert not payload["test_time_flip"] and 0.0 <= calibration["validation_accuracy"] <= 1.0
     prior = payload["prior_correction"]
-    assert written.prior_correction["strength"] == prior["strength"] == max(
+    assert written.prior_correction.strength == prior["strength"] == max(
         prior["strengths"], key=lambda s: (prior["validation_balanced_accuracy"][prior["strengths"].index(s)], -s))
-    assert sum(written.prior_correction["training_counts"]) + calibration["validation_images"] == 36
+    assert sum(written.prior_correction.training_counts) + calibration["validation_images"] == 36
 
 
 def test_cli_no_prior_correction_removes_the_bundles(capsys, tmp_path, training_folder):
     model = tmp_path / "three.simpsons"
     bundle = make_bundle(model, THREE)
-    bundle.prior_correction = {"strength": 1.0, "training_counts": [100, 10, 1]}
+    bundle.prior_correction = PriorCorrection(1.0, [100, 10, 1])
     save_bundle(bundle, model)
     code, out, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", tmp_path / "r",
                              "--json", tmp_path / "c.json", "--calibrate", training_folder, "--no-prior-correction",
@@ -597,7 +597,7 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     # familiarity is a chance (Platt-scaled), not a saturated sigmoid: the threshold reads as a number
     assert 0.01 < detector["threshold"] < 0.5
     # the shipped bundle carries the detector this study fits
-    assert read_description(default_model_path())["stranger_detector"]["threshold"] == pytest.approx(
+    assert read_description(default_model_path()).stranger_detector.threshold == pytest.approx(
         detector["threshold"], abs=0.005)
 
 
@@ -726,12 +726,12 @@ def test_confidence_cli_measures_the_distance_to_the_training_pictures(capsys, t
     assert NEIGHBOUR_SCORE in out and "hardest unknown characters" in out
     assert 0.0 <= open_set["scores"][COMBINED_SCORE]["auroc"] <= 1.0 and COMBINED_SCORE in out
     assert 0.0 <= open_set["scores"][DETECTOR_SCORE]["auroc"] <= 1.0 and "stranger detector" in out
-    assert read_description(model)["stranger_detector"] is None  # no --write
+    assert read_description(model).stranger_detector is None  # no --write
     code, _, err = run_cli(capsys, "confidence", training_folder, "--model", model, "--report-dir", tmp_path / "r",
                            "--calibrate", training_folder, "--unknown", strangers, "--write")
     assert code == 0, err
-    stored = read_description(model)["stranger_detector"]
-    assert stored["fitted"]["unknown_characters"] == 17 and 0.0 < stored["threshold"] < 1.0
+    stored = read_description(model).stranger_detector
+    assert stored.fitted["unknown_characters"] == 17 and 0.0 < stored.threshold < 1.0
     code, out, err = run_cli(capsys, "predict", training_folder, "--model", model, "--json")
     answers = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(answers) == 36 and all(0.0 <= answer["familiarity"] <= 1.0 for answer in answers)

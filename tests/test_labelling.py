@@ -22,7 +22,7 @@ from PIL import Image
 from test_cli import one_line_error, run_cli
 
 from simpsons import frames, labelling
-from simpsons.bundle import load_bundle
+from simpsons.bundle import StrangerDetector, load_bundle
 from simpsons.errors import SimpsonsError
 from simpsons.labelling import store
 from simpsons.prediction import default_model_path
@@ -391,7 +391,7 @@ def test_auto_files_unfamiliar_crops_as_unsure(capsys, clip, tmp_path, tiny_bund
 
     bundle = load_bundle(tiny_bundle)
     width = Predictor(bundle).features(np.zeros((1, bundle.image_size, bundle.image_size, 3), np.uint8)).shape[1]
-    bundle.stranger_detector = {"weights": [0.0] * width, "bias": 0.0, "threshold": 0.9}  # familiarity 0.5
+    bundle.stranger_detector = StrangerDetector(np.zeros(width), 0.0, 0.9)  # familiarity 0.5
     wary = tmp_path / "wary.simpsons"
     save_bundle(bundle, wary)
     dataset = tmp_path / "set"
@@ -621,7 +621,7 @@ def test_real_clip_by_hand_and_with_the_shipped_model(capsys, monkeypatch, share
     kept = sum(int(line.split(": ")[1]) for line in out.split("crops kept for review: ")[1].splitlines()[1:]
                if line.startswith("  "))
     assert kept == len([r for r in rows if r["action"] == "auto_kept"])
-    familiar = load_bundle(default_model_path()).stranger_detector["threshold"]
+    familiar = load_bundle(default_model_path()).stranger_detector.threshold
     for row in rows:  # kept: probability at least 0.6 and familiar to the shipped stranger detector
         sure = float(row["probability"]) >= 0.6 and float(row["familiarity"]) >= familiar
         assert sure == (row["action"] == "auto_kept")

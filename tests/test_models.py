@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -12,14 +14,15 @@ from simpsons.errors import SimpsonsError
 from simpsons.models import (
     ARCHITECTURES,
     AUGMENTATIONS,
+    DEPRECATED_NAMES,
     LUMINANCE,
     BatchMixing,
     MixedCrossentropy,
     RandomAffine,
     RandomColour,
     RandomErasing,
+    build_article_cnn,
     build_augmentation,
-    build_seed,
     build_training_model,
     classifier_of,
     get_architecture,
@@ -93,7 +96,7 @@ def test_architecture_learns_from_real_images(name, batch):
 
 
 def test_seed_is_the_article_network():
-    model = build_seed(20, 64)
+    model = build_article_cnn(20, 64)
     kinds = [type(layer).__name__ for layer in model.layers[1:]]
     assert kinds == [
         "Rescaling", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout", "Conv2D", "Conv2D", "MaxPooling2D", "Dropout",
@@ -134,7 +137,7 @@ def test_augmentation_changes_pictures_only_in_training(policy, batch):
     assert augmented.max() > 100
 
 
-@pytest.mark.parametrize("name", ["seed", "resnet"])
+@pytest.mark.parametrize("name", ["article_cnn", "resnet"])
 def test_training_model_at_inference_is_the_classifier(name, batch):
     images, _ = batch
     keras.utils.set_random_seed(0)
@@ -292,9 +295,26 @@ def test_a_mixing_training_model_adds_the_own_share_and_keeps_the_classifier(bat
         BatchMixing("blend")
 
 
+def test_old_architecture_names_give_the_new_ones_with_one_warning(monkeypatch, caplog):
+    from simpsons import models
+
+    monkeypatch.setattr(models, "_warned", set())
+    assert set(DEPRECATED_NAMES.values()) <= set(ARCHITECTURES) and not set(DEPRECATED_NAMES) & set(ARCHITECTURES)
+    with caplog.at_level(logging.WARNING, logger="simpsons.models"):
+        assert get_architecture("seed") is ARCHITECTURES["article_cnn"]
+        assert get_architecture("resnet_small_hr") is get_architecture("resnet_small_hr") is ARCHITECTURES[
+            "resnet_small_pool"]
+        assert get_architecture("resnet_small") is ARCHITECTURES["resnet_small"]
+    warnings = [record.getMessage() for record in caplog.records]
+    assert warnings == ["the architecture name 'seed' is deprecated: it is 'article_cnn' now",
+                        "the architecture name 'resnet_small_hr' is deprecated: it is 'resnet_small_pool' now"]
+    with pytest.raises(SimpsonsError, match="unknown architecture 'resnet_hd'"):
+        get_architecture("resnet_hd")
+
+
 def test_pooling_stem_quarters_the_picture_before_the_blocks():
     plain = get_architecture("resnet_small").build(20, 96)
-    pooled = get_architecture("resnet_small_hr").build(20, 96)
+    pooled = get_architecture("resnet_small_pool").build(20, 96)
 
     def first_block_size(model):
         return next(layer.output.shape[1] for layer in model.layers if isinstance(layer, layers.Add))
@@ -317,7 +337,7 @@ def test_features_are_what_the_final_layer_turns_into_logits(name, batch):
 
 def test_the_mirror_scoring_network_averages_a_picture_and_its_mirror(batch):
     images, _ = batch
-    model = ARCHITECTURES["resnet_small_hr"].build(20, SIZE)
+    model = ARCHITECTURES["resnet_small_pool"].build(20, SIZE)
     plain, mirror = scoring_network(model), scoring_network(model, mirror=True)
     logits, features = (np.asarray(output) for output in plain.predict_on_batch(images))
     flipped_logits, flipped_features = (np.asarray(output) for output in plain.predict_on_batch(images[:, :, ::-1]))

@@ -145,7 +145,7 @@ def test_the_series_options_are_refused_in_one_line(capsys, tmp_path):
     cases = [(["video", tmp_path / "series"], "--out-dir"),
              (["video", tmp_path / "series" / "e1.mp4", "--workers", 2], "one folder"),
              (["video", tmp_path / "series", "--out-dir", tmp_path / "out", "--workers", 2, "--cluster",
-               "tcp://127.0.0.1:1"], "dask worker")]
+               "tcp://127.0.0.1:1"], "--workers is for local workers: the workers of a --cluster are started")]
     for argv, expected in cases:
         code, _, err = run_cli(capsys, *argv)
         assert code == 2 and expected in one_line_error(err)

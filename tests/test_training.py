@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from PIL import Image
 
 from simpsons import data as datasets
 from simpsons import training
-from simpsons.bundle import load_bundle, read_description
+from simpsons.bundle import PriorCorrection, load_bundle, read_description
 from simpsons.errors import SimpsonsError
 from simpsons.calibration import fit_prior_correction
 from simpsons.models import ARCHITECTURES
@@ -55,24 +56,28 @@ def test_presets_and_overrides():
         assert preset.name == name and preset.arch in ARCHITECTURES
     article = PRESETS["article"]
     assert (article.arch, article.image_size, article.optimizer, article.learning_rate, article.batch_size) == (
-        "seed", 64, "rmsprop", 1e-4, 32)
+        "article_cnn", 64, "rmsprop", 1e-4, 32)
 
     recipe = resolve_recipe("article", None, epochs=2, batch_size=8, image_size=32)
-    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("seed", 2, 8, 32)
+    assert (recipe.arch, recipe.epochs, recipe.batch_size, recipe.image_size) == ("article_cnn", 2, 8, 32)
     assert recipe.learning_rate == article.learning_rate
     assert resolve_recipe(None, "resnet").name == "strong"
     assert resolve_recipe(None, "resnet_small").name == "laptop"
     assert resolve_recipe(None, None).name == "article"
-    assert resolve_recipe(None, "resnet_small_hr").image_size == 96
-    assert resolve_recipe("strong", "seed").arch == "seed"
+    assert resolve_recipe(None, "resnet_small_pool").image_size == 96
+    assert resolve_recipe("strong", "article_cnn").arch == "article_cnn"
     assert resolve_recipe("article", None, epochs=None).epochs == article.epochs
+    # the names architectures had before: on the command line and in a run folder's recipe
+    assert resolve_recipe(None, "resnet_small_hr") == resolve_recipe(None, "resnet_small_pool")
+    assert resolve_recipe("strong", "seed").arch == "article_cnn"
+    assert Recipe(**{**asdict(PRESETS["laptop"]), "arch": "resnet_hr"}).arch == "resnet_pool"
 
 
 def test_a_recipe_description_names_what_the_options_changed_in_the_preset():
     """A bundle trained with `--preset laptop --arch resnet_small` must not describe the preset's network alone."""
     laptop = PRESETS["laptop"]
     assert resolve_recipe("laptop", None).description == laptop.description
-    assert resolve_recipe("laptop", "resnet_small_hr", augmentation="strong").description == laptop.description
+    assert resolve_recipe("laptop", "resnet_small_pool", augmentation="strong").description == laptop.description
     changed = resolve_recipe("laptop", "resnet_small", augmentation="robust", budget_minutes=85)
     assert changed.description == (
         f"{laptop.description}; changed here: arch=resnet_small, augmentation=robust, budget_minutes=85")
@@ -90,7 +95,7 @@ def test_the_shipped_model_is_laptop_robust_then_fixres_then_composite():
     second = resolve_recipe("fixres", "resnet_small", init_augmentation="robust", image_size=112)
     third = resolve_recipe("fixres", "resnet_small", init_augmentation="light_robust", image_size=112,
                            augmentation="composite", epochs=10, learning_rate=5e-4)
-    shipped = read_description(default_model_path())["metadata"]
+    shipped = read_description(default_model_path()).metadata
     middle = shipped["initialised_from"]
     started = middle["initialised_from"]
     assert started["recipe"]["budget_minutes"] == 85
@@ -104,9 +109,9 @@ def test_the_shipped_model_is_laptop_robust_then_fixres_then_composite():
 
 
 def test_laptop_with_48_epochs_keeps_its_recipe():
-    """`--preset laptop --epochs 48` is the 48-epoch CPU recipe on `resnet_small_hr` at 96 px with the `strong`
+    """`--preset laptop --epochs 48` is the 48-epoch CPU recipe on `resnet_small_pool` at 96 px with the `strong`
     augmentation (the first stage of a 128 px model trained without a GPU): it must stay that recipe."""
-    ran = {"name": "laptop", "arch": "resnet_small_hr", "image_size": 96, "epochs": 48, "batch_size": 64,
+    ran = {"name": "laptop", "arch": "resnet_small_pool", "image_size": 96, "epochs": 48, "batch_size": 64,
            "optimizer": "adamw_cosine", "learning_rate": 2e-3, "weight_decay": 5e-2, "warmup_epochs": 1,
            "label_smoothing": 0.1, "augmentation": "strong", "mixing": "none", "class_weighting": True,
            "fine_tune": False, "budget_minutes": None, "ema_momentum": None}
@@ -140,8 +145,8 @@ def test_every_architecture_has_a_default_preset(arch):
         ("fancy", None, {}, "unknown preset 'fancy'"),
         (None, "vgg", {}, "unknown architecture 'vgg'"),
         ("article", "vgg", {}, "unknown architecture 'vgg'"),
-        ("article", None, {"epochs": 0}, "--epochs must be at least 1"),
-        ("article", None, {"image_size": 0}, "--image-size must be at least 1"),
+        ("article", None, {"epochs": 0}, "epochs must be at least 1"),
+        ("article", None, {"image_size": 0}, "image_size must be at least 1"),
         ("laptop", None, {"augmentation": "wild"}, "unknown augmentation policy 'wild'"),
         ("laptop", None, {"mixing": "blend"}, "unknown mixing policy 'blend'"),
     ],
@@ -157,7 +162,7 @@ def test_epochs_given_drop_the_presets_time_budget():
     assert resolve_recipe("laptop", None, epochs=5).budget_minutes is None
     both = resolve_recipe("strong", None, epochs=5, budget_minutes=2.5)
     assert (both.epochs, both.budget_minutes) == (5, 2.5)
-    with pytest.raises(SimpsonsError, match="--budget must be above 0 minutes"):
+    with pytest.raises(SimpsonsError, match="budget_minutes must be above 0 minutes"):
         resolve_recipe("laptop", None, budget_minutes=0)
 
 
@@ -252,7 +257,7 @@ def test_run_folder_contents(finished_run):
 
     run = json.loads((finished_run / "run.json").read_text())
     assert run["characters"] == CHARACTERS
-    assert run["recipe"]["epochs"] == 2 and run["recipe"]["image_size"] == 32 and run["recipe"]["arch"] == "seed"
+    assert run["recipe"]["epochs"] == 2 and run["recipe"]["image_size"] == 32 and run["recipe"]["arch"] == "article_cnn"
     assert run["train_images"] + run["validation_images"] == 36
     assert run["validation_images"] > 0
 
@@ -277,7 +282,7 @@ def test_run_bundle(finished_run, training_folder):
     assert bundle.model.output_shape == (None, 3)
 
     metadata = bundle.metadata
-    assert metadata["arch"] == "seed"
+    assert metadata["arch"] == "article_cnn"
     assert metadata["interrupted"] is False
     assert metadata["recipe"]["epochs"] == 2
     metrics = metadata["metrics"]
@@ -304,10 +309,10 @@ def test_run_bundle_is_corrected_for_the_training_prior(finished_run, training_f
     loaded = datasets.select_characters(datasets.load_images(training_folder, 32), characters=CHARACTERS)
     train_idx, val_idx = datasets.shot_aware_split(loaded, validation_fraction=0.15, seed=0)
     counts = np.bincount(loaded.labels[train_idx], minlength=3).tolist()
-    assert bundle.prior_correction == {"strength": metrics["prior_correction"]["strength"], "training_counts": counts}
+    assert bundle.prior_correction == PriorCorrection(metrics["prior_correction"]["strength"], counts)
     validation = loaded.subset(val_idx)
     uncorrected = Predictor(replace(bundle, prior_correction=None)).logits(validation.images)
-    assert fit_prior_correction(uncorrected, validation.labels, counts)[0].strength == bundle.prior_correction["strength"]
+    assert fit_prior_correction(uncorrected, validation.labels, counts)[0].strength == bundle.prior_correction.strength
     answers = Predictor(bundle).probabilities(validation.images).argmax(axis=1)
     assert metrics["validation_accuracy"] == pytest.approx(np.mean(answers == validation.labels))
     assert metrics["validation_balanced_accuracy"] >= metrics["prior_correction"]["validation_balanced_accuracy_without"]
@@ -348,7 +353,8 @@ def test_learning_curve_title_names_an_augmentation_other_than_the_presets():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("minutes", "epochs"), [(10, 3), (0.01, 1)])
-def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, capsys):
+def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="simpsons")
     run = tmp_path / "budget"
     recipe = resolve_recipe("laptop", "resnet_small", epochs=3, budget_minutes=minutes, **FAST)
     train(str(training_folder), str(run), recipe, characters=CHARACTERS)
@@ -356,7 +362,7 @@ def test_a_budget_sizes_the_epochs_on_this_machine(minutes, epochs, training_fol
     budget = recorded["budget"]
     assert budget["epochs"] == recorded["recipe"]["epochs"] == len(history_rows(run)) == epochs
     assert budget["probe_seconds"] > 0 and budget["estimated_epoch_seconds"] > 0
-    assert f"time budget {minutes:g} min: an epoch takes about" in capsys.readouterr().out
+    assert f"time budget {minutes:g} min: an epoch takes about" in caplog.text
 
 
 @pytest.mark.slow
@@ -412,7 +418,7 @@ def test_resume_continues_where_it_stopped(resumed_run):
     bundle = load_bundle(run / BUNDLE_NAME)
     assert bundle.characters == CHARACTERS
     assert bundle.image_size == 32
-    assert bundle.metadata["arch"] == "seed"
+    assert bundle.metadata["arch"] == "article_cnn"
     assert bundle.metadata["recipe"]["name"] == "article"
     assert bundle.metadata["metrics"]["epochs_done"] == 3
     assert bundle.metadata["interrupted"] is False
@@ -488,13 +494,14 @@ def ctrl_c_in_epoch(interrupted: int) -> Iterator[None]:
 
 
 @pytest.mark.slow
-def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, capsys):
+def test_interrupt_keeps_a_bundle_and_a_resumable_state(training_folder, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="simpsons")
     run = tmp_path / "interrupted"
     recipe = resolve_recipe("article", None, epochs=2, **FAST)
     with ctrl_c_in_epoch(1):
         path = train(str(training_folder), str(run), recipe, characters=CHARACTERS)
 
-    assert "interrupted" in capsys.readouterr().out
+    assert f"interrupted: the run in {run} resumes from its last checkpoint" in caplog.text
     assert path == run / BUNDLE_NAME
     bundle = load_bundle(path)
     assert bundle.metadata["interrupted"] is True
@@ -648,7 +655,9 @@ def test_no_prior_correction_keeps_the_training_frequencies(training_folder, tmp
     bundle = load_bundle(run / BUNDLE_NAME)
     metrics = bundle.metadata["metrics"]
     assert bundle.prior_correction is None and "prior_correction" not in metrics
-    assert "prior correction:" not in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "prior correction:" not in captured.out + captured.err
+    assert '"epochs_done": 1' in captured.out  # the metrics, printed by the command
     assert metrics["validation_accuracy"] == pytest.approx(read_history(run / "history.csv")[0]["val_accuracy"])
 
 
@@ -732,19 +741,19 @@ def test_fine_tuning_copies_the_weights(resnet_bundle, training_folder, tmp_path
 
 
 @pytest.mark.slow
-def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, capsys):
+def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_path, caplog):
     recipe = resolve_recipe("fixres", "resnet_small", epochs=1, **FAST)
     train(str(training_folder), str(tmp_path / "run"), recipe, init_bundle=str(resnet_bundle), seed=5)
-    assert "pictures it learnt may sit in this run's validation split" in capsys.readouterr().out
+    assert "pictures it learnt may sit in this run's validation split" in caplog.text
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--preset", "fixres"], "the fixres preset fine-tunes a trained model: give --init BUNDLE"),
-        (["--init", "{seed}", "--arch", "resnet_small"], "holds a seed network; the recipe trains resnet_small"),
-        (["--init", "{seed}", "--image-size", "48"], "does not fit this recipe's seed at 48 px"),
+        (["--preset", "fixres"], "the fixres preset fine-tunes a trained model: give it one (--init BUNDLE)"),
+        (["--init", "{article}", "--arch", "resnet_small"], "is article_cnn; the recipe trains resnet_small (--arch article_cnn trains it)"),
+        (["--init", "{article}", "--image-size", "48"], "does not fit this recipe's article_cnn at 48 px"),
         (["--init", "{resnet}", "--characters", "bart_simpson,lisa_simpson"],
          "--characters cannot change them when fine-tuning"),
         (["--init", "{missing}"], "missing.simpsons"),
@@ -753,7 +762,7 @@ def test_fine_tuning_on_another_split_warns(resnet_bundle, training_folder, tmp_
 def test_bad_fine_tuning_is_refused(extra, message, finished_run, resnet_bundle, training_folder, tmp_path, capsys):
     from simpsons.cli import main
 
-    paths = {"seed": str(finished_run / BUNDLE_NAME), "resnet": str(resnet_bundle),
+    paths = {"article": str(finished_run / BUNDLE_NAME), "resnet": str(resnet_bundle),
              "missing": str(tmp_path / "missing.simpsons")}
     argv = ["train", str(training_folder), "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "8"]
     assert main(argv + [arg.format(**paths) for arg in extra]) == 2
@@ -784,5 +793,5 @@ def test_a_moving_average_run_validates_and_ships_the_average_and_resumes_from_t
 
 
 def test_a_moving_average_needs_a_momentum_below_one():
-    with pytest.raises(SimpsonsError, match="--ema must be between 0 and 1"):
+    with pytest.raises(SimpsonsError, match="ema_momentum must be between 0 and 1"):
         resolve_recipe("laptop", None, ema_momentum=1.0)

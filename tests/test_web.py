@@ -112,7 +112,7 @@ def test_health_characters_about_and_schema(client):
     about = client.get("/api/about").json()
     assert about["metrics"]["test_accuracy"] > 0.8 and about["review"] is True
     assert about["test_time_flip"] is False and 0.0 < about["familiarity_threshold"] < 1.0  # the shipped bundle
-    shipped = read_description(default_model_path())["prior_correction"]["strength"]
+    shipped = read_description(default_model_path()).prior_correction.strength
     assert about["prior_correction_strength"] == shipped > 0  # what the shipped bundle carries
     assert about["limits"] == {"picture_bytes": PICTURE_LIMIT, "clip_bytes": CLIP_LIMIT}
     paths = client.get("/openapi.json").json()["paths"]

@@ -112,9 +112,9 @@ def test_the_about_panel_names_the_stranger_detector_and_prior_correction(page):
     page.click('nav button[data-panel="about"]')
     facts = page.locator("#about-model")
     shipped = read_description(default_model_path())
-    expect(facts).to_contain_text(f"unknown below familiarity {shipped['stranger_detector']['threshold']:.3f}")
+    expect(facts).to_contain_text(f"unknown below familiarity {shipped.stranger_detector.threshold:.3f}")
     expect(facts).to_contain_text("mirror image")
-    strength = shipped["prior_correction"]["strength"]
+    strength = shipped.prior_correction.strength
     expect(facts).to_contain_text(f"strength {strength:g}: every character counted as equally likely")
     expect(page.locator("#about-characters li")).to_have_count(20)
 

@@ -1,9 +1,11 @@
 """The model bundle: one file holding a trained classifier and everything needed to use it.
 
-A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and
-``bundle.json`` (ordered character names, input size, preprocessing, optional threshold,
-optional per-character thresholds, softmax temperature, stranger detector, flip test-time
-augmentation and prior correction, training metadata). It loads under any Keras backend.
+A bundle is a zip archive with ``model.keras`` (backend-neutral Keras format) and ``bundle.json``, its
+``Description``: ordered character names, input size, preprocessing, optional threshold, optional
+per-character thresholds, softmax temperature, stranger detector, flip test-time augmentation, prior
+correction and training metadata. It loads under any Keras backend. ``bundle.json`` is parsed and
+checked once, into typed parts, when a bundle is read; a description in an older format is first
+brought to the current one by ``migrate``.
 """
 
 from __future__ import annotations
@@ -12,57 +14,144 @@ import io
 import json
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from simpsons.errors import SimpsonsError
 from simpsons.extras import import_tensorflow_quietly, require_training_extra
 from simpsons.files import write_atomically
 
-if TYPE_CHECKING:  # Keras (and its backend) loads only when a network does: the CLI starts fast
-    import keras
-
 FORMAT = "simpsons-model-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PREPROCESSING = {"color": "RGB", "resize": "squash", "resample": "bilinear", "input_range": [0, 255]}
+ANSWER_FIGURES = ("max logit", "best probability")  # what a stranger detector can read of the network's answer
+
+
+class Network(Protocol):
+    """What answers for a bundle: its Keras classifier, or an ``OnnxNetwork`` (onnx_network.py) that gives
+    logits and features."""
+
+    def predict_on_batch(self, pixels: np.ndarray, /) -> Any: ...
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    """The logistic function, elementwise."""
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its length (zero rows stay zero)."""
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass
-class Bundle:
-    """A classifier with its character names and how to feed it."""
+class StrangerDetector:
+    """Tells pictures of the characters a model knows from pictures of others.
 
-    model: keras.Model  # or an ``OnnxNetwork`` (onnx_network.py), whose ``predict_on_batch`` gives logits
+    A linear model on the unit-length pooled features, plus one figure of the network's answer
+    (``answer``: its max logit, or its best temperature-scaled probability) times ``answer_weight``, all
+    fitted by the confidence study: its sigmoid is the picture's *familiarity*, 0..1, the chance (known
+    and unknown weighted equally) that it shows a character the model knows; below ``threshold`` the
+    answer is ``unknown``. ``fitted``: how it was fitted and what it measured, as the study reports it.
+    """
+
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    answer_weight: float = 0.0
+    answer: str = "best probability"
+    fitted: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, description: Any) -> StrangerDetector:
+        """The detector a format-2 ``bundle.json`` stores; ``SimpsonsError`` naming what is wrong."""
+        if not isinstance(description, dict) or not all(
+                _number(description.get(key)) for key in ("bias", "threshold", "answer_weight")):
+            raise SimpsonsError("its stranger detector lacks weights, bias, threshold or answer_weight")
+        weights = description.get("weights")
+        if not (isinstance(weights, list) and weights and all(_number(weight) for weight in weights)):
+            raise SimpsonsError("its stranger detector lacks weights, bias, threshold or answer_weight")
+        if description.get("answer") not in ANSWER_FIGURES:
+            raise SimpsonsError(f"the stranger detector reads {description.get('answer')!r}; this version knows "
+                                f"{' and '.join(ANSWER_FIGURES)}")
+        return cls(np.asarray(weights, np.float64), float(description["bias"]), float(description["threshold"]),
+                   float(description["answer_weight"]), description["answer"], dict(description.get("fitted") or {}))
+
+    def as_json(self) -> dict[str, Any]:
+        """What the bundle stores."""
+        return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold,
+                "answer_weight": self.answer_weight, "answer": self.answer, "fitted": self.fitted}
+
+    def logits(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """The linear model's value per picture, before the sigmoid (``answer``: the figure it reads)."""
+        return unit_rows(features) @ self.weights + self.bias + self.answer_weight * answer
+
+    def familiarity(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
+        """Per picture, from the network's pooled features and its answer figure: higher means more like
+        the known characters."""
+        return sigmoid(self.logits(features, answer))
+
+    def scaled(self, slope: float, intercept: float) -> StrangerDetector:
+        """The detector whose logits are ``slope * logits + intercept``: the same order, another sigmoid."""
+        return StrangerDetector(self.weights * slope, self.bias * slope + intercept, self.threshold,
+                                self.answer_weight * slope, self.answer)
+
+
+@dataclass
+class PriorCorrection:
+    """Logit adjustment towards every character being equally likely (Menon et al., 2021, "Long-tail
+    learning via logit adjustment"): each logit lowered by ``strength`` times the log of that character's
+    share of the training pictures, so that a frequent character no longer wins close calls for being
+    frequent. ``strength`` 0 changes nothing; 1 removes the whole training prior."""
+
+    strength: float
+    training_counts: list[int]
+
+    @classmethod
+    def from_json(cls, description: Any, characters: int) -> PriorCorrection:
+        """The correction a ``bundle.json`` stores for ``characters`` classes; ``SimpsonsError`` when it lacks
+        a strength of at least 0 or one positive count per class."""
+        strength = description.get("strength") if isinstance(description, dict) else None
+        counts = description.get("training_counts") if isinstance(description, dict) else None
+        if not (_number(strength) and strength >= 0 and isinstance(counts, list) and len(counts) == characters
+                and all(_number(count) and count > 0 for count in counts)):
+            raise SimpsonsError("its prior correction needs a strength of at least 0 and a positive training count "
+                                "for each character")
+        return cls(float(strength), [int(count) for count in counts])
+
+    def as_json(self) -> dict[str, Any]:
+        return {"strength": self.strength, "training_counts": self.training_counts}
+
+    def offsets(self) -> np.ndarray:
+        """What is added to each character's logit."""
+        counts = np.asarray(self.training_counts, dtype=np.float64)
+        return (-self.strength * np.log(counts / counts.sum())).astype(np.float32)
+
+
+@dataclass
+class Description:
+    """What ``bundle.json`` says: everything of a bundle but its network."""
+
     characters: list[str]
     image_size: int
     threshold: float | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     character_thresholds: dict[str, float] | None = None
     temperature: float | None = None
-    stranger_detector: dict[str, Any] | None = None  # ``StrangerDetector.description()`` (prediction.py)
+    stranger_detector: StrangerDetector | None = None
     test_time_flip: bool = False  # answer from the mean of each picture and its mirror image
-    prior_correction: dict[str, Any] | None = None  # ``PriorCorrection.description()`` (prediction.py)
+    prior_correction: PriorCorrection | None = None
 
-    @classmethod
-    def from_description(cls, model: Any, description: dict[str, Any]) -> Bundle:
-        """A bundle of ``model`` with what a checked ``bundle.json`` says."""
-        temperature = description.get("temperature")
-        character_thresholds = description.get("character_thresholds") or None
-        return cls(
-            model=model,
-            characters=list(description["characters"]),
-            image_size=int(description["image_size"]),
-            threshold=description.get("threshold"),
-            metadata=description.get("metadata", {}),
-            character_thresholds=character_thresholds and {str(k): float(v) for k, v in character_thresholds.items()},
-            temperature=float(temperature) if temperature is not None else None,
-            stranger_detector=description.get("stranger_detector"),
-            test_time_flip=bool(description.get("test_time_flip", False)),
-            prior_correction=description.get("prior_correction"),
-        )
-
-    def description(self) -> dict[str, Any]:
-        """What ``bundle.json`` holds."""
+    def as_json(self) -> dict[str, Any]:
+        """What ``bundle.json`` holds (the current format)."""
         return {
             "format": FORMAT,
             "version": FORMAT_VERSION,
@@ -72,32 +161,129 @@ class Bundle:
             "threshold": self.threshold,
             "character_thresholds": self.character_thresholds,
             "temperature": self.temperature,
-            "stranger_detector": self.stranger_detector,
+            "stranger_detector": self.stranger_detector and self.stranger_detector.as_json(),
             "test_time_flip": self.test_time_flip,
-            "prior_correction": self.prior_correction,
+            "prior_correction": self.prior_correction and self.prior_correction.as_json(),
             "metadata": self.metadata,
         }
 
 
+@dataclass(kw_only=True)
+class Bundle(Description):
+    """A classifier with its character names and how to feed it."""
+
+    model: Network
+
+    @classmethod
+    def from_description(cls, model: Network, description: Description) -> Bundle:
+        """A bundle of ``model`` with what a parsed ``bundle.json`` says."""
+        return cls(model=model, **{part.name: getattr(description, part.name) for part in fields(Description)})
+
+
+FORMAT_1_DEFAULTS: dict[str, Any] = {"threshold": None, "character_thresholds": None, "temperature": None,
+                                     "stranger_detector": None, "test_time_flip": False, "prior_correction": None,
+                                     "metadata": {}}
+
+
+def migrate(description: dict[str, Any]) -> dict[str, Any]:
+    """A format-1 description (or one without a version) as format 2, unchanged otherwise.
+
+    Format 1 grew field by field: a field it lacks takes the value that meant "none" (no thresholds,
+    temperature, stranger detector, prior correction or flip; empty metadata); a stranger detector
+    without ``answer`` reads the best probability, with its weight stored as ``probability_weight``
+    (or none: 0).
+    """
+    if description.get("version", 0) >= FORMAT_VERSION:
+        return description
+    migrated = {**FORMAT_1_DEFAULTS, **description, "version": FORMAT_VERSION}
+    detector = migrated["stranger_detector"]
+    if isinstance(detector, dict):
+        detector = {"answer": "best probability", **detector}
+        detector["answer_weight"] = detector.pop("probability_weight", detector.get("answer_weight", 0.0))
+        migrated["stranger_detector"] = detector
+    return migrated
+
+
+def parse_description(raw: Any, path: str | Path) -> Description:
+    """The typed description of a ``bundle.json`` (read from ``path``): checked, and migrated when older.
+
+    A foreign, damaged or newer one raises a one-line ``SimpsonsError``."""
+    if not isinstance(raw, dict):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (bundle.json is not an object)")
+    if raw.get("format") != FORMAT:
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (format {raw.get('format')!r})")
+    version = raw.get("version", 0)
+    if not _number(version):
+        raise SimpsonsError(f"not a simpsons model bundle: {path} (version {version!r})")
+    if version > FORMAT_VERSION:
+        raise SimpsonsError(f"{path} was written by a newer simpsons (bundle version {version})")
+    try:
+        return _typed(migrate(raw))
+    except SimpsonsError as error:
+        raise SimpsonsError(f"not a simpsons model bundle: {path} ({error})") from None
+
+
+def _typed(description: dict[str, Any]) -> Description:
+    """The parts of a format-2 description, each checked."""
+    missing = [part.name for part in fields(Description) if part.name not in description]
+    if missing:
+        raise SimpsonsError(f"bundle.json lacks {', '.join(missing)}")
+    characters, image_size = description["characters"], description["image_size"]
+    if not (isinstance(characters, list) and characters and all(isinstance(name, str) for name in characters)):
+        raise SimpsonsError("its characters are not a list of names")
+    if not (isinstance(image_size, int) and image_size > 0):
+        raise SimpsonsError(f"image size {image_size!r} is not a positive whole number")
+    threshold, temperature = description["threshold"], description["temperature"]
+    if threshold is not None and not _number(threshold):
+        raise SimpsonsError(f"threshold {threshold!r} is not a number")
+    if temperature is not None and not (_number(temperature) and temperature > 0):
+        raise SimpsonsError(f"temperature {temperature!r} is not positive")
+    if not isinstance(description["metadata"], dict):
+        raise SimpsonsError("its metadata is not an object")
+    detector, correction = description["stranger_detector"], description["prior_correction"]
+    return Description(
+        characters=list(characters),
+        image_size=image_size,
+        threshold=None if threshold is None else float(threshold),
+        metadata=description["metadata"],
+        character_thresholds=_character_thresholds(description["character_thresholds"]),
+        temperature=None if temperature is None else float(temperature),
+        stranger_detector=None if detector is None else StrangerDetector.from_json(detector),
+        test_time_flip=bool(description["test_time_flip"]),
+        prior_correction=None if correction is None else PriorCorrection.from_json(correction, len(characters)),
+    )
+
+
+def _character_thresholds(thresholds: Any) -> dict[str, float] | None:
+    """Per-character thresholds as stored (an empty mapping means none)."""
+    if not thresholds:
+        return None
+    if not (isinstance(thresholds, dict) and all(_number(value) for value in thresholds.values())):
+        raise SimpsonsError("its character thresholds are not numbers by name")
+    return {str(name): float(value) for name, value in thresholds.items()}
+
+
 def save_bundle(bundle: Bundle, path: str | Path) -> None:
-    """Save the bundle as one file, atomically."""
+    """Save the bundle (its network a Keras model) as one file, atomically."""
+    if not hasattr(bundle.model, "save"):
+        raise SimpsonsError(f"only a Keras network can be saved as a bundle, not {type(bundle.model).__name__}")
     with tempfile.TemporaryDirectory() as scratch:
         model_file = Path(scratch) / "model.keras"
         bundle.model.save(model_file)
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
-            zipped.writestr("bundle.json", json.dumps(bundle.description(), indent=2))
+            zipped.writestr("bundle.json", json.dumps(bundle.as_json(), indent=2))
             zipped.write(model_file, "model.keras")
     write_atomically(path, archive.getvalue())
 
 
-def rewrite_description(bundle: Bundle, path: str | Path) -> None:
+def rewrite_description(bundle: Description, path: str | Path) -> None:
     """Store ``bundle``'s description in the bundle file at ``path``, atomically, keeping its network file
     byte for byte (thresholds, temperature and metadata change; the network and its ONNX export stay valid)."""
     read_description(path)
     archive = io.BytesIO()
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
-        zipped.writestr("bundle.json", json.dumps(bundle.description(), indent=2))
+        zipped.writestr("bundle.json", json.dumps(bundle.as_json(), indent=2))
         for member in source.infolist():
             if member.filename != "bundle.json":
                 zipped.writestr(member, source.read(member))
@@ -115,50 +301,17 @@ def network_fingerprint(path: str | Path) -> str:
     return f"{member.CRC:08x}-{member.file_size}"
 
 
-def read_description(path: str | Path) -> dict[str, Any]:
+def read_description(path: str | Path) -> Description:
     """Read and check ``bundle.json`` without loading the network."""
     path = Path(path)
     if not path.is_file():
         raise SimpsonsError(f"model bundle not found: {path}")
     try:
         with zipfile.ZipFile(path) as zipped:
-            description = json.loads(zipped.read("bundle.json"))
+            raw = json.loads(zipped.read("bundle.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
         raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
-    return check_description(description, path)
-
-
-def check_description(description: Any, path: str | Path) -> dict[str, Any]:
-    """Refuse a description that is not a simpsons bundle's, or one from a newer version."""
-    if not isinstance(description, dict):
-        raise SimpsonsError(f"not a simpsons model bundle: {path} (bundle.json is not an object)")
-    if description.get("format") != FORMAT:
-        raise SimpsonsError(f"not a simpsons model bundle: {path} (format {description.get('format')!r})")
-    if description.get("version", 0) > FORMAT_VERSION:
-        raise SimpsonsError(f"{path} was written by a newer simpsons (bundle version {description['version']})")
-    temperature = description.get("temperature")
-    if temperature is not None and not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise SimpsonsError(f"not a simpsons model bundle: {path} (temperature {temperature!r} is not positive)")
-    detector = description.get("stranger_detector")
-    if detector is not None and not (isinstance(detector, dict) and {"weights", "bias", "threshold"} <= set(detector)):
-        raise SimpsonsError(f"not a simpsons model bundle: {path} "
-                            "(its stranger detector lacks weights, bias or threshold)")
-    _check_prior_correction(description, path)
-    return description
-
-
-def _check_prior_correction(description: dict[str, Any], path: str | Path) -> None:
-    """Refuse a prior correction without a strength of at least 0 and one positive count per class."""
-    correction = description.get("prior_correction")
-    if correction is None:
-        return
-    counts = correction.get("training_counts") if isinstance(correction, dict) else None
-    strength = correction.get("strength") if isinstance(correction, dict) else None
-    if not (isinstance(strength, (int, float)) and strength >= 0 and isinstance(counts, list)
-            and len(counts) == len(description.get("characters", [])) and all(
-                isinstance(count, (int, float)) and count > 0 for count in counts)):
-        raise SimpsonsError(f"not a simpsons model bundle: {path} (its prior correction needs a strength of at "
-                            "least 0 and a positive training count for each character)")
+    return parse_description(raw, path)
 
 
 def load_bundle(path: str | Path) -> Bundle:

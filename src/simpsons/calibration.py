@@ -7,8 +7,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from sklearn.metrics import recall_score
 
+from simpsons.bundle import PriorCorrection
 from simpsons.errors import SimpsonsError
-from simpsons.prediction import PriorCorrection, softmax
+from simpsons.prediction import softmax
 
 PRIOR_STRENGTHS = np.round(np.arange(16) / 10, 1)  # 0 (no correction) to 1.5
 TEMPERATURE_BOUNDS = (0.05, 20.0)

@@ -281,9 +281,13 @@ def _keras_task(args: argparse.Namespace) -> str | None:
     return None
 
 
+FLAGS = {"run_dir": "--out", "init_bundle": "--init", "background_dir": "--background", "budget_minutes": "--budget",
+         "ema_momentum": "--ema"}  # library parameters whose flag is not their name
+
+
 def flag_of(parameter: str) -> str:
-    """The command-line flag of a library parameter: ``min_prob`` -> ``--min-prob``."""
-    return "--" + parameter.replace("_", "-")
+    """The command-line flag of a library parameter: ``min_prob`` -> ``--min-prob``, or its name in ``FLAGS``."""
+    return FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 class _MessageFormat(logging.Formatter):
@@ -386,14 +390,14 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"{name:<12} {description}")
         print("\narchitectures (--arch):")
         for architecture in ARCHITECTURES.values():
-            print(f"{architecture.name:<16} {architecture.description}")
+            print(f"{architecture.name:<18} {architecture.description}")
         return 0
     if args.resume:
-        resume_training(args.resume, time_limit_minutes=args.time_limit)
+        _report_run(resume_training(args.resume, time_limit_minutes=args.time_limit))
         return 0
     if not args.data or not args.out:
         raise SimpsonsError("train needs a DATA folder and --out RUN_DIR (or --resume RUN_DIR)")
-    trained = read_description(args.init).get("metadata", {}) if args.init else {}
+    trained = read_description(args.init).metadata if args.init else {}
     recipe = resolve_recipe(args.preset, args.arch or trained.get("arch"),
                             init_augmentation=trained.get("recipe", {}).get("augmentation"),
                             epochs=args.epochs, batch_size=args.batch_size,
@@ -401,10 +405,20 @@ def run_train(args: argparse.Namespace) -> int:
                             augmentation=args.augmentation, mixing=args.mixing, budget_minutes=args.budget,
                             ema_momentum=args.ema,
                             prior_correction=args.prior_correction)
-    train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images, characters=args.characters,
-          test_dir=args.test, time_limit_minutes=args.time_limit, background_dir=args.background,
-          init_bundle=args.init, cutout_boxes=args.cutout_boxes)
+    _report_run(train(args.data, args.out, recipe, seed=args.seed, min_images=args.min_images,
+                      characters=args.characters, test_dir=args.test, time_limit_minutes=args.time_limit,
+                      background_dir=args.background, init_bundle=args.init, cutout_boxes=args.cutout_boxes))
     return 0
+
+
+def _report_run(bundle_path: Path) -> None:
+    """The metrics of the bundle a training session wrote, and how to go on when it stopped early."""
+    from simpsons.bundle import read_description
+
+    metadata = read_description(bundle_path).metadata
+    print(json.dumps(metadata["metrics"], indent=2))
+    if metadata.get("interrupted") or metadata["metrics"]["epochs_done"] < metadata["recipe"]["epochs"]:
+        print(f"continue from the last checkpoint with: simpsons train --resume {bundle_path.parent}")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -540,13 +554,15 @@ def run_confidence(args: argparse.Namespace) -> int:
     study = run_study(bundle, args.data, args.report_dir, character=args.character,
                       target_precision=args.target_precision, calibrate=args.calibrate, unknown=args.unknown,
                       prior_correction=args.prior_correction, log=print)
+    if study.temperature is None:
+        print("(--calibrate TRAIN_DATA fits the temperature, thresholds and prior correction on its validation split)")
     if args.write:
         write_to_bundle(bundle, study, args.model)
         study.payload["written_to"] = str(args.model)
         detector = ("" if study.detector is None
                     else f", a stranger detector (familiarity >= {study.detector.detector.threshold:.3f})")
         prior = ("no prior correction" if study.prior_correction is None
-                 else f"prior correction strength {study.prior_correction['strength']:g}")
+                 else f"prior correction strength {study.prior_correction.strength:g}")
         print(f"wrote {prior}, threshold {bundle.threshold:.2f}, {len(bundle.character_thresholds or {})} "
               f"per-character threshold(s), temperature {bundle.temperature:.4f}{detector}, flip test-time augmentation "
               f"{'on' if bundle.test_time_flip else 'off'} to {args.model}")

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from simpsons import data as datasets
-from simpsons.bundle import Bundle
+from simpsons.bundle import Bundle, PriorCorrection
 from simpsons.calibration import (describe_prior_correction, fit_prior_correction, fit_temperature,
                                   negative_log_likelihood)
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures, evaluate
 from simpsons.open_set import DetectorStudy, describe_open_set, open_set_study
 from simpsons.plots import plt, pretty, save_figure
-from simpsons.prediction import Predictor, PriorCorrection, softmax
+from simpsons.prediction import Predictor, softmax
 
 FIGURES = ("best", "gap", "std")
 FIGURE_LABELS = {"best": "best probability", "gap": "gap between the two best", "std": "std of the probabilities"}
@@ -286,7 +286,7 @@ class Study:
     temperature: float | None
     recommended: dict
     detector: DetectorStudy | None = None
-    prior_correction: dict | None = None  # what the answers were studied with: ``PriorCorrection.description()``
+    prior_correction: PriorCorrection | None = None  # what the answers were studied with
 
 
 def run_study(
@@ -319,7 +319,7 @@ def run_study(
         bundle = replace(bundle, prior_correction=None)
     elif training is not None:
         correction, prior_study = _prior_correction(bundle, training, validation_images)
-        bundle = replace(bundle, prior_correction=correction.description())
+        bundle = replace(bundle, prior_correction=correction)
         log(describe_prior_correction(prior_study, correction.strength))
     predictor = Predictor(bundle, raw=True)
     result = _evaluate_known(predictor, data_dir, log)
@@ -369,7 +369,7 @@ def run_study(
         "figures": {"names": list(FIGURES), "summary": summary, "article": ARTICLE,
                     "calibrated": temperature is not None,
                     "summary_uncalibrated": summarise_figures(confidence_figures(result.probabilities), correct)},
-        "prior_correction": prior_study and {"strength": bundle.prior_correction["strength"], **prior_study},
+        "prior_correction": prior_study and {"strength": bundle.prior_correction.strength, **prior_study},
         "curves": curves, "recommended": recommended, "calibration": calibration,
         "unknown_characters": {name: len(paths) for name, paths in result.unknown_paths.items()},
         "open_set": open_set,
@@ -470,7 +470,7 @@ def describe_recommendation(recommended: dict, curves: dict) -> str:
 def describe_calibration(calibration: dict) -> str:
     """Temperature and ECE before/after in one line."""
     if calibration["temperature"] is None:
-        return f"no calibration (give --calibrate TRAIN_DATA); ECE {calibration['ece_before']:.4f}"
+        return f"no calibration (no training folder to fit it on); ECE {calibration['ece_before']:.4f}"
     return (f"temperature T={calibration['temperature']:.4f} ({calibration['source']}); "
             f"ECE before {calibration['ece_before']:.4f}, after {calibration['ece_after']:.4f}")
 
@@ -488,7 +488,7 @@ def write_to_bundle(bundle: Bundle, study: Study, path: str | Path) -> None:
     bundle.temperature = study.temperature
     bundle.prior_correction = study.prior_correction
     if study.detector is not None:
-        bundle.stranger_detector = study.detector.description()
+        bundle.stranger_detector = study.detector.stored()
     rewrite_description(bundle, path)
 
 

@@ -12,15 +12,20 @@ class SimpsonsError(Exception):
 class ParameterError(SimpsonsError):
     """A bad value for one parameter of a library function; the message names the parameter.
 
-    ``message`` holds ``{name}`` where the parameter's name goes, so that a front end can name it its own way
-    (the command line names its flag).
+    ``message`` holds ``{name}`` where the parameter's name goes, and ``{other}`` for each parameter in
+    ``mentions`` that it also names, so that a front end can name them its own way (the command line names
+    its flags).
     """
 
-    def __init__(self, parameter: str, message: str) -> None:
+    def __init__(self, parameter: str, message: str, *, mentions: tuple[str, ...] = ()) -> None:
         self.parameter = parameter
         self.message = message
-        super().__init__(message.replace("{name}", parameter))
+        self.mentions = mentions
+        super().__init__(self.naming(str))
 
     def naming(self, name_of: Callable[[str], str]) -> str:
-        """The message with the parameter called ``name_of(parameter)``."""
-        return self.message.replace("{name}", name_of(self.parameter))
+        """The message with each parameter ``p`` called ``name_of(p)``."""
+        text = self.message.replace("{name}", name_of(self.parameter))
+        for other in self.mentions:
+            text = text.replace("{" + other + "}", name_of(other))
+        return text

@@ -102,7 +102,7 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
             raw = quantize_int8(raw, Path(scratch), int8_calibration)
         graph = onnx.load(raw)
     precision = "float32" if int8_calibration is None else f"int8 ({len(int8_calibration)} calibration images)"
-    entries = {METADATA_KEY: json.dumps(bundle.description()), OUTPUT_KEY: OUTPUT, PRECISION_KEY: precision}
+    entries = {METADATA_KEY: json.dumps(bundle.as_json()), OUTPUT_KEY: OUTPUT, PRECISION_KEY: precision}
     if source is not None:
         entries[SOURCE_KEY] = source
     for key, value in entries.items():

@@ -1,5 +1,8 @@
 """The model registry: architectures and their augmentation, in backend-neutral Keras.
 
+Architectures are looked up by name (``get_architecture``); the names they had before are accepted, with
+a warning, through ``DEPRECATED_NAMES`` (so old bundles, run folders and ``--arch`` values keep working).
+
 Every classifier takes RGB pixels in [0, 255] at ``image_size x image_size`` and returns
 softmax probabilities from a final Dense layer named ``probabilities``; the scaling to
 [0, 1] is its first layer, so a saved model needs no outside preprocessing.
@@ -7,6 +10,7 @@ softmax probabilities from a final Dense layer named ``probabilities``; the scal
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +19,8 @@ import keras
 from keras import layers
 
 from simpsons.errors import SimpsonsError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ def _article_block(x: keras.KerasTensor, filters: int, dropout: float) -> keras.
     return layers.Dropout(dropout)(x)
 
 
-def build_seed(num_classes: int, image_size: int) -> keras.Model:
+def build_article_cnn(num_classes: int, image_size: int) -> keras.Model:
     """The article's CNN, layer for layer (close to Keras' CIFAR-10 example)."""
     inputs = _inputs(image_size)
     x = layers.Rescaling(1.0 / 255)(inputs)
@@ -48,10 +54,10 @@ def build_seed(num_classes: int, image_size: int) -> keras.Model:
     x = layers.Dense(512, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="seed")
+    return keras.Model(inputs, outputs, name="article_cnn")
 
 
-def build_seed6(num_classes: int, image_size: int) -> keras.Model:
+def build_article_cnn6(num_classes: int, image_size: int) -> keras.Model:
     """The repository's 6-conv variant: a third block of 256 filters, Dense 1024."""
     inputs = _inputs(image_size)
     x = layers.Rescaling(1.0 / 255)(inputs)
@@ -61,7 +67,7 @@ def build_seed6(num_classes: int, image_size: int) -> keras.Model:
     x = layers.Dense(1024, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="seed6")
+    return keras.Model(inputs, outputs, name="article_cnn6")
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, kernel: int, strides: int = 1, relu: bool = True) -> keras.KerasTensor:
@@ -107,18 +113,18 @@ def build_resnet_small(num_classes: int, image_size: int) -> keras.Model:
     return build_resnet(num_classes, image_size, blocks=(1, 1, 1, 1))
 
 
-def build_resnet_hr(num_classes: int, image_size: int) -> keras.Model:
+def build_resnet_pool(num_classes: int, image_size: int) -> keras.Model:
     """The ResNet with the pooling stem: at 96 px about the work of ``resnet_small`` at 64 px, twice as deep."""
     return build_resnet(num_classes, image_size, stem_pool=True)
 
 
-def build_resnet_small_hr(num_classes: int, image_size: int) -> keras.Model:
+def build_resnet_small_pool(num_classes: int, image_size: int) -> keras.Model:
     """``resnet_small`` with the pooling stem: at 96 px 2.25x the pixels of ``resnet_small`` at 64, less work."""
     return build_resnet(num_classes, image_size, blocks=(1, 1, 1, 1), stem_pool=True)
 
 
 def build_resnet_wide(num_classes: int, image_size: int) -> keras.Model:
-    """``resnet_hr`` at ResNet-18's widths (64-512): four times the work, sized for a GPU, not a laptop."""
+    """``resnet_pool`` at ResNet-18's widths (64-512): four times the work, sized for a GPU, not a laptop."""
     return build_resnet(num_classes, image_size, widths=(64, 128, 256, 512), stem_pool=True)
 
 
@@ -131,21 +137,43 @@ def build_resnet_wide_small(num_classes: int, image_size: int) -> keras.Model:
 ARCHITECTURES: dict[str, Architecture] = {
     arch.name: arch
     for arch in (
-        Architecture("seed", build_seed, "the article's 4-conv CNN (32, 32, 64, 64), dense 512"),
-        Architecture("seed6", build_seed6, "the repository's 6-conv CNN (32, 64, 256), dense 1024"),
+        Architecture("article_cnn", build_article_cnn, "the article's 4-conv CNN (32, 32, 64, 64), dense 512"),
+        Architecture("article_cnn6", build_article_cnn6, "the repository's 6-conv CNN (32, 64, 256), dense 1024"),
         Architecture("resnet", build_resnet, "ResNet with basic blocks (32-256 wide), batch norm, GAP"),
         Architecture("resnet_small", build_resnet_small, "the ResNet with one block per stage"),
-        Architecture("resnet_hr", build_resnet_hr, "the ResNet with a max-pooling stem"),
-        Architecture("resnet_small_hr", build_resnet_small_hr, "resnet_small with a max-pooling stem"),
-        Architecture("resnet_wide", build_resnet_wide, "resnet_hr at ResNet-18's widths (64-512), for a GPU"),
+        Architecture("resnet_pool", build_resnet_pool, "the ResNet with a max-pooling stem"),
+        Architecture("resnet_small_pool", build_resnet_small_pool, "resnet_small with a max-pooling stem"),
+        Architecture("resnet_wide", build_resnet_wide, "resnet_pool at ResNet-18's widths (64-512), for a GPU"),
         Architecture("resnet_wide_small", build_resnet_wide_small,
                      "one block per stage at ResNet-18's widths (64-512), max-pooling stem"),
     )
 }
 
 
+DEPRECATED_NAMES = {  # the name an architecture had before -> its name now
+    "seed": "article_cnn",
+    "seed6": "article_cnn6",
+    "resnet_hr": "resnet_pool",
+    "resnet_small_hr": "resnet_small_pool",
+}
+_warned: set[str] = set()
+
+
+def architecture_name(name: str) -> str:
+    """The current name of the architecture called ``name``: itself, or for a deprecated name its new one
+    (with a warning, once per name and process)."""
+    current = DEPRECATED_NAMES.get(name)
+    if current is None:
+        return name
+    if name not in _warned:
+        _warned.add(name)
+        log.warning("the architecture name %r is deprecated: it is %r now", name, current)
+    return current
+
+
 def get_architecture(name: str) -> Architecture:
-    """Look an architecture up by name, with a clear error for unknown names."""
+    """Look an architecture up by name (a deprecated one too), with a clear error for unknown names."""
+    name = architecture_name(name)
     if name not in ARCHITECTURES:
         raise SimpsonsError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name]

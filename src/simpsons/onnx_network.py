@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simpsons.bundle import Bundle, check_description
+from simpsons.bundle import Bundle, Description, parse_description
 from simpsons.errors import SimpsonsError
 
 METADATA_KEY = "simpsons_bundle"
@@ -38,9 +38,13 @@ class OnnxNetwork:
     def predict_on_batch(self, pixels: np.ndarray) -> list[np.ndarray]:
         return self.session.run(None, {self.input_name: pixels.astype(np.float32, copy=False)})
 
-    def description(self) -> dict[str, Any]:
-        """The checked ``bundle.json`` stored in the file at export."""
-        return check_description(json.loads(self.metadata[METADATA_KEY]), self.path)
+    def description(self) -> Description:
+        """The ``bundle.json`` stored in the file at export, parsed (and migrated when older)."""
+        try:
+            raw = json.loads(self.metadata[METADATA_KEY])
+        except json.JSONDecodeError:
+            raise SimpsonsError(f"{self.path} holds a damaged {METADATA_KEY} description") from None
+        return parse_description(raw, self.path)
 
     @property
     def source(self) -> str | None:

@@ -12,18 +12,18 @@ saw its character, so they measure characters nobody showed it.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.special import logsumexp
 
 from simpsons import data as datasets
-from simpsons.bundle import Bundle
+from simpsons.bundle import Bundle, StrangerDetector, sigmoid, unit_rows
 from simpsons.errors import SimpsonsError
 from simpsons.evaluation import Evaluation, confidence_figures
 from simpsons.plots import plt, save_figure
-from simpsons.prediction import UNKNOWN, Predictor, StrangerDetector, answer_figure, sigmoid, softmax, unit_rows
+from simpsons.prediction import UNKNOWN, Predictor, answer_figure, softmax
 
 KNOWN_KEPT = 0.95
 NEIGHBOURS = 10
@@ -147,12 +147,12 @@ class DetectorStudy:
     def rejected_at_threshold(self) -> float:
         return float(np.mean(self.strangers_rejected))
 
-    def description(self) -> dict:
+    def stored(self) -> StrangerDetector:
         """The detector as the bundle stores it, with how it was fitted and what it measured."""
-        return {**self.detector.description(),
-                "fitted": {"regularisation_C": DETECTOR_C, "unknown_characters": self.unknown_characters,
-                           "threshold_keeps_known_validation": DETECTOR_KEEPS,
-                           "cross_fitted_unknown_rejected": round(self.rejected_at_threshold, 4)}}
+        return replace(self.detector, fitted={
+            "regularisation_C": DETECTOR_C, "unknown_characters": self.unknown_characters,
+            "threshold_keeps_known_validation": DETECTOR_KEEPS,
+            "cross_fitted_unknown_rejected": round(self.rejected_at_threshold, 4)})
 
 
 def study_stranger_detector(training: np.ndarray, validation: DetectorInputs, known: DetectorInputs,
@@ -313,7 +313,7 @@ def open_set_study(predictor: Predictor, known: Evaluation, unknown: str | Path,
     figures = open_set_figures(known.logits, strangers_logits, temperature, unknown_names=names,
                                more_scores=more_scores)
     if detector is not None:
-        figures["stranger_detector"] = {"threshold": detector.detector.threshold, **detector.description()["fitted"]}
+        figures["stranger_detector"] = {"threshold": detector.detector.threshold, **detector.stored().fitted}
         if recommended is not None:
             figures["stranger_detector"].update(_rejected_together(
                 predictor, recommended, detector, probabilities["strangers"], probabilities["validation"]))

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from simpsons.backends import load_for_inference
-from simpsons.bundle import Bundle
+from simpsons.bundle import Bundle, Network, StrangerDetector
 from simpsons.data import open_rgb, resize_square
 from simpsons.errors import SimpsonsError
 from simpsons.onnx_network import OnnxNetwork
@@ -48,95 +47,11 @@ class Prediction:
         }
 
 
-ANSWER_FIGURES = ("max logit", "best probability")  # what a stranger detector can read of the network's answer
-
-
 def answer_figure(answer: str, logits: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Per picture, the figure ``answer`` (one of ``ANSWER_FIGURES``) of the network's answer: the max of
+    """Per picture, the figure ``answer`` (one of ``bundle.ANSWER_FIGURES``) of the network's answer: the max of
     its logits or of its (temperature-scaled) probabilities. What a stranger detector is fitted on and reads."""
     source = np.asarray(logits if answer == "max logit" else probabilities, dtype=np.float64)
     return source.max(axis=1) if len(source) else np.zeros(0)
-
-
-@dataclass
-class StrangerDetector:
-    """Tells pictures of the characters a model knows from pictures of others.
-
-    A linear model on the unit-length pooled features, plus one figure of the network's answer
-    (``answer``: its max logit, or for bundles of version 0.1.0 and earlier its best temperature-scaled probability) times
-    ``answer_weight``, all fitted by the confidence study: its sigmoid is the picture's *familiarity*,
-    0..1, the chance (known and unknown weighted equally) that it shows a character the model knows;
-    below ``threshold`` the answer is ``unknown``.
-    """
-
-    weights: np.ndarray
-    bias: float
-    threshold: float
-    answer_weight: float = 0.0
-    answer: str = "best probability"
-
-    @classmethod
-    def from_description(cls, description: dict) -> StrangerDetector:
-        weight = description.get("answer_weight", description.get("probability_weight", 0.0))  # the name in older bundles
-        answer = description.get("answer", "best probability")
-        if answer not in ANSWER_FIGURES:
-            raise SimpsonsError(f"the stranger detector reads {answer!r}; this version knows "
-                                f"{' and '.join(ANSWER_FIGURES)}")
-        return cls(np.asarray(description["weights"], np.float64), float(description["bias"]),
-                   float(description["threshold"]), float(weight), answer)
-
-    def description(self) -> dict:
-        """What the bundle stores."""
-        return {"weights": [float(w) for w in self.weights], "bias": self.bias, "threshold": self.threshold,
-                "answer_weight": self.answer_weight, "answer": self.answer}
-
-    def logits(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        """The linear model's value per picture, before the sigmoid (``answer``: ``answer_figure``'s)."""
-        return unit_rows(features) @ self.weights + self.bias + self.answer_weight * answer
-
-    def familiarity(self, features: np.ndarray, answer: np.ndarray) -> np.ndarray:
-        """Per picture, from the network's pooled features and its answer figure: higher means more like
-        the known characters."""
-        return sigmoid(self.logits(features, answer))
-
-    def scaled(self, slope: float, intercept: float) -> StrangerDetector:
-        """The detector whose logits are ``slope * logits + intercept``: the same order, another sigmoid."""
-        return StrangerDetector(self.weights * slope, self.bias * slope + intercept, self.threshold,
-                                self.answer_weight * slope, self.answer)
-
-
-@dataclass
-class PriorCorrection:
-    """Logit adjustment towards every character being equally likely (Menon et al., 2021, "Long-tail
-    learning via logit adjustment"): each logit lowered by ``strength`` times the log of that character's
-    share of the training pictures, so that a frequent character no longer wins close calls for being
-    frequent. ``strength`` 0 changes nothing; 1 removes the whole training prior."""
-
-    strength: float
-    training_counts: list[int]
-
-    @classmethod
-    def from_description(cls, description: dict) -> PriorCorrection:
-        return cls(float(description["strength"]), [int(count) for count in description["training_counts"]])
-
-    def description(self) -> dict:
-        return {"strength": self.strength, "training_counts": self.training_counts}
-
-    def offsets(self) -> np.ndarray:
-        """What is added to each character's logit."""
-        counts = np.asarray(self.training_counts, dtype=np.float64)
-        return (-self.strength * np.log(counts / counts.sum())).astype(np.float32)
-
-
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    """The logistic function, elementwise."""
-    return 1.0 / (1.0 + np.exp(-values))
-
-
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    """Each row divided by its length (zero rows stay zero)."""
-    matrix = np.asarray(matrix, dtype=np.float32)
-    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -183,14 +98,13 @@ class Predictor:
         self.threshold = None if raw else bundle.threshold
         self.character_thresholds = {} if raw else dict(bundle.character_thresholds or {})
         self.temperature = None if raw else bundle.temperature
-        detector = None if raw else bundle.stranger_detector
-        self.stranger_detector = StrangerDetector.from_description(detector) if detector else None
+        self.stranger_detector: StrangerDetector | None = None if raw else bundle.stranger_detector
         correction = bundle.prior_correction
-        self.logit_offsets = PriorCorrection.from_description(correction).offsets() if correction else None
+        self.logit_offsets = None if correction is None else correction.offsets()
         self.batch_size = batch_size
 
     @cached_property
-    def network(self) -> Any:
+    def network(self) -> Network:
         """What gives logits and features, built at its first use (a subclass that answers from another
         predictor never builds it). Keras loads here, not at import: commands that need no network start fast."""
         if isinstance(self.bundle.model, OnnxNetwork):  # an exported network gives logits and features already

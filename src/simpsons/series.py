@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from simpsons.files import write_atomically
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.video import DEFAULT_OUTPUTS, Options, Outputs, find_videos, plan_outputs, process_video
 
 if TYPE_CHECKING:  # Dask and the network load only when a series runs
@@ -375,9 +375,10 @@ def run_series(series_dir: str | Path, out_dir: str | Path | None, given: Output
     the series files), and ``KeyboardInterrupt`` on Ctrl-C once the finished episodes are summarised.
     """
     if out_dir is None:
-        raise SimpsonsError("a folder of episodes needs --out-dir DIR for their outputs and the series files")
+        raise ParameterError("out_dir", "a folder of episodes needs {name} for their outputs and the series files")
     if workers is not None and cluster:
-        raise SimpsonsError("--workers is for local workers: a --cluster's workers are started with `dask worker`")
+        raise ParameterError("workers", "{name} is for local workers: the workers of a {cluster} are started with "
+                                        "`dask worker`", mentions=("cluster",))
     episodes = plan_series(series_dir, out_dir, given)
     settings = options.settings(str(model or "default"))
     todo = [episode for episode in episodes if not is_complete(episode, settings)]

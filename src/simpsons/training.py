@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import sys
 import time
@@ -17,10 +18,11 @@ import numpy as np
 from simpsons import data as datasets
 from simpsons.boxes import cutout_masks, find_boxes_file, read_boxes
 from simpsons.bundle import Bundle, load_bundle, save_bundle
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.files import write_atomically
 from simpsons.models import (
     MixedCrossentropy,
+    architecture_name,
     build_augmentation,
     build_training_model,
     check_augmentation,
@@ -32,6 +34,7 @@ from simpsons.models import (
 )
 
 BUNDLE_NAME = "model.simpsons"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,16 +60,19 @@ class Recipe:
     prior_correction: bool = True  # the bundle counts every character as equally likely (README: the model bundle)
     ema_momentum: float | None = None  # when set, validation and the bundle use a moving average of the weights
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "arch", architecture_name(self.arch))  # a run folder may name it as it was
+
 
 PRESETS: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
         Recipe(
-            "article", "seed", 64, 200, 32, "rmsprop", 1e-4,
+            "article", "article_cnn", 64, 200, 32, "rmsprop", 1e-4,
             description="the article: 4-conv CNN, 64 px, RMSprop 1e-4, batch 32, 200 epochs, light augmentation",
         ),
         Recipe(
-            "article6", "seed6", 64, 40, 32, "sgd_step", 1e-2,
+            "article6", "article_cnn6", 64, 40, 32, "sgd_step", 1e-2,
             description="the repository's 6-conv CNN: SGD 0.01 with Nesterov momentum, lr x0.1 every 10 epochs",
         ),
         Recipe(
@@ -75,7 +81,7 @@ PRESETS: dict[str, Recipe] = {
             description="ResNet at 96 px: AdamW, warm-up then cosine, label smoothing, strong augmentation, class weights",
         ),
         Recipe(
-            "laptop", "resnet_small_hr", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
+            "laptop", "resnet_small_pool", 96, 60, 64, "adamw_cosine", 2e-3, weight_decay=5e-2, warmup_epochs=1,
             label_smoothing=0.1, augmentation="strong", class_weighting=True, budget_minutes=30,
             description="the strong recipe on the pooling-stem ResNet at 96 px, as many epochs (up to 60) as "
                         "fit in 30 minutes of training on this machine (48 on a 2-core Intel Xeon with TensorFlow); "
@@ -89,7 +95,7 @@ PRESETS: dict[str, Recipe] = {
                         "erasing): as many epochs (up to 60) as fit in 100 minutes of training on this machine",
         ),
         Recipe(
-            "fixres", "resnet_small_hr", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
+            "fixres", "resnet_small_pool", 128, 3, 64, "adamw_cosine", 1e-4, weight_decay=5e-2,
             label_smoothing=0.1, augmentation="light", class_weighting=True, fine_tune=True,
             description="fine-tunes a trained model (--init BUNDLE) at 128 px for 3 epochs with light "
                         "augmentation (light_robust or light_composite for a model trained with robust or "
@@ -100,8 +106,8 @@ PRESETS: dict[str, Recipe] = {
     )
 }
 DEFAULT_PRESET_FOR_ARCH = {
-    "seed": "article", "seed6": "article6", "resnet": "strong", "resnet_hr": "strong", "resnet_wide": "strong",
-    "resnet_small": "laptop", "resnet_small_hr": "laptop", "resnet_wide_small": "wide",
+    "article_cnn": "article", "article_cnn6": "article6", "resnet": "strong", "resnet_pool": "strong",
+    "resnet_wide": "strong", "resnet_small": "laptop", "resnet_small_pool": "laptop", "resnet_wide_small": "wide",
 }
 
 
@@ -114,24 +120,22 @@ def resolve_recipe(preset: str | None, arch: str | None, init_augmentation: str 
     so that the fine-tuning does not unlearn what they taught.
     """
     if preset is None:
-        get_architecture(arch or "seed")  # raises the unknown-architecture error
-        preset = DEFAULT_PRESET_FOR_ARCH[arch or "seed"]
+        preset = DEFAULT_PRESET_FOR_ARCH[get_architecture(arch or "article_cnn").name]
     if preset not in PRESETS:
         raise SimpsonsError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     recipe = PRESETS[preset]
     if arch is not None:
-        get_architecture(arch)
-        recipe = replace(recipe, arch=arch)
+        recipe = replace(recipe, arch=get_architecture(arch).name)
     changes = {k: v for k, v in overrides.items() if v is not None}
     if changes.get("budget_minutes", 1) <= 0:
-        raise SimpsonsError("--budget must be above 0 minutes")
+        raise ParameterError("budget_minutes", "{name} must be above 0 minutes")
     if not 0 < changes.get("ema_momentum", 0.5) < 1:
-        raise SimpsonsError("--ema must be between 0 and 1 (e.g. 0.999)")
+        raise ParameterError("ema_momentum", "{name} must be between 0 and 1 (e.g. 0.999)")
     if "epochs" in changes and "budget_minutes" not in changes:
         changes["budget_minutes"] = None  # epochs given: the preset's time budget no longer sizes them
     for key in ("epochs", "batch_size", "image_size"):
         if key in changes and changes[key] < 1:
-            raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
+            raise ParameterError(key, "{name} must be at least 1")
     if recipe.fine_tune and "augmentation" not in changes:
         for family in ("robust", "composite"):
             if (init_augmentation or "").endswith(family):
@@ -301,7 +305,8 @@ class EpochRecorder(keras.callbacks.Callback):
         if stopping or epoch + 1 == self.params["epochs"] or now - self.saved_at >= CHECKPOINT_SECONDS:
             self._save_resume_point(epoch + 1)
         if stopping:
-            print(f"\ntime limit reached after epoch {epoch + 1}: stopping (resume with --resume)")
+            log.info("time limit reached after epoch %d: stopping (the run resumes from its last checkpoint)",
+                     epoch + 1)
             self.model.stop_training = True
 
     def _save_resume_point(self, epochs_done: int) -> None:
@@ -416,9 +421,11 @@ def train(
     out = Path(run_dir)
     earlier_run, epochs_done = _read_run(out) if resume else ({}, 0)
     if not resume and (out / "state.json").exists():
-        raise SimpsonsError(f"{out} already holds a training run; use --resume or another --out")
+        raise ParameterError("run_dir", f"{out} already holds a training run: resume it ({{resume}}) or choose "
+                             "another {name}", mentions=("resume",))
     if recipe.fine_tune and not (init_bundle or resume):
-        raise SimpsonsError(f"the {recipe.name} preset fine-tunes a trained model: give --init BUNDLE")
+        raise ParameterError("init_bundle", f"the {recipe.name} preset fine-tunes a trained model: give it one "
+                                            "({name} BUNDLE)")
     init = _starting_bundle(init_bundle, recipe) if init_bundle and not resume else None
     if init is not None:
         characters = _starting_characters(init, characters, init_bundle)
@@ -432,9 +439,11 @@ def train(
     train_set, val_set = images.subset(train_idx), images.subset(val_idx)
     num_classes = len(images.characters)
     if init is not None and images.characters != init.characters:
-        raise SimpsonsError(f"{init_bundle} answers for {len(init.characters)} classes and this data gives "
-                            f"{num_classes}: give --background exactly when the model has the no_character class")
-    print(f"{num_classes} characters, {len(train_set)} training and {len(val_set)} validation images (shot-aware split)")
+        raise ParameterError("background_dir", f"{init_bundle} answers for {len(init.characters)} classes and this "
+                             f"data gives {num_classes}: give {{name}} exactly when the model has the no_character "
+                             "class")
+    log.info("%d characters, %d training and %d validation images (shot-aware split)", num_classes, len(train_set),
+             len(val_set))
     boxes_file = _cutout_boxes_file(recipe, data_dir, cutout_boxes)
     train_fit, val_fit = _with_cutout_masks(train_set, val_set, boxes_file, recipe.image_size)
     budget = earlier_run.get("budget")  # a resumed run keeps what sized its epochs
@@ -481,7 +490,7 @@ def train(
         )
     except KeyboardInterrupt:
         interrupted = True
-        print(f"\ninterrupted: continue from the last checkpoint with: simpsons train --resume {out}")
+        log.info("interrupted: the run in %s resumes from its last checkpoint", out)
     train_seconds = time.perf_counter() - started
 
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
@@ -496,8 +505,8 @@ def _cutout_boxes_file(recipe: Recipe, data_dir: str, given: str | None) -> Path
         return None
     found = Path(given) if given else find_boxes_file(data_dir)
     if found is None or not found.is_file():
-        raise SimpsonsError(f"the {recipe.augmentation} augmentation cuts characters out along their boxes: "
-                            f"give cutout_boxes (annotation.txt; none found beside {data_dir})")
+        raise ParameterError("cutout_boxes", f"the {recipe.augmentation} augmentation cuts characters out along "
+                                             f"their boxes: give {{name}} (annotation.txt; none found beside {data_dir})")
     return found.resolve()
 
 
@@ -510,7 +519,8 @@ def _with_cutout_masks(
         return train_set, val_set
     masks = cutout_masks(train_set.paths, read_boxes(boxes_file), size)
     boxed = int(np.sum(masks.min(axis=(1, 2)) == 0))
-    print(f"{boxed} of {len(train_set)} training pictures have a box to cut their character out along ({boxes_file})")
+    log.info("%d of %d training pictures have a box to cut their character out along (%s)", boxed, len(train_set),
+             boxes_file)
     full = np.full((*val_set.images.shape[:3], 1), 255, dtype=np.uint8)
     return (replace(train_set, images=np.concatenate([train_set.images, masks[..., None]], axis=-1)),
             replace(val_set, images=np.concatenate([val_set.images, full], axis=-1)))
@@ -524,8 +534,8 @@ def _sized_to_budget(
     epoch_seconds = probe.epoch_seconds(len(train_set), len(val_set), recipe.batch_size)
     epochs = epochs_within(recipe.budget_minutes * 60, probe, len(train_set), len(val_set), recipe.batch_size,
                            most=recipe.epochs)
-    print(f"time budget {recipe.budget_minutes:g} min: an epoch takes about {epoch_seconds:.0f} s here "
-          f"(measured in {probe.probe_seconds:.0f} s), so {epochs} epochs")
+    log.info("time budget %g min: an epoch takes about %.0f s here (measured in %.0f s), so %d epochs",
+             recipe.budget_minutes, epoch_seconds, probe.probe_seconds, epochs)
     budget = {"minutes": recipe.budget_minutes, "probe_seconds": round(probe.probe_seconds, 1),
               "estimated_epoch_seconds": round(epoch_seconds, 1), "epochs": epochs,
               "time_limit_minutes": round((recipe.budget_minutes * 60 - probe.probe_seconds) / 60, 2)}
@@ -538,7 +548,7 @@ def _selected_images(
     """The training folder's pictures of the chosen characters, with the background class when asked."""
     images = datasets.load_images(data_dir, size)
     if images.bad_files:
-        print(datasets.describe_bad_files(images.bad_files))
+        log.warning("%s", datasets.describe_bad_files(images.bad_files))
     images = datasets.select_characters(images, min_images=min_images, characters=characters)
     return _add_background(images, background_dir, size) if background_dir else images
 
@@ -547,8 +557,9 @@ def _starting_bundle(path: str, recipe: Recipe) -> Bundle:
     """The bundle ``train --init`` starts from, checked against the recipe's architecture."""
     init = load_bundle(path)
     arch = init.metadata.get("arch")
-    if arch is not None and arch != recipe.arch:
-        raise SimpsonsError(f"{path} holds a {arch} network; the recipe trains {recipe.arch} (use --arch {arch})")
+    if arch is not None and architecture_name(arch) != recipe.arch:
+        raise ParameterError("arch", f"the network in {path} is {arch}; the recipe trains {recipe.arch} "
+                                     f"({{name}} {arch} trains it)")
     return init
 
 
@@ -556,7 +567,8 @@ def _starting_characters(init: Bundle, characters: list[str] | None, path: str) 
     """The characters of the starting bundle: its network answers for them, in that order."""
     known = [name for name in init.characters if name != datasets.NO_CHARACTER]
     if characters and sorted(characters) != sorted(known):
-        raise SimpsonsError(f"{path} knows {', '.join(known)}; --characters cannot change them when fine-tuning")
+        raise ParameterError("characters", f"{path} knows {', '.join(known)}; {{name}} cannot change them when "
+                                           "fine-tuning")
     return known
 
 
@@ -572,8 +584,8 @@ def _warn_unless_same_split(init: Bundle, path: str, run: dict[str, Any]) -> Non
     """Say so when the validation split may hold pictures the starting bundle was trained on."""
     keys = ("data_fingerprint", "seed", "validation_fraction")
     if any(init.metadata.get(key) != run[key] for key in keys):
-        print(f"warning: {path} was trained on other pictures or another split; pictures it learnt may sit in "
-              "this run's validation split and make its validation accuracy read high")
+        log.warning("%s was trained on other pictures or another split; pictures it learnt may sit in this run's "
+                    "validation split and make its validation accuracy read high", path)
 
 
 def _lineage(init: Bundle, path: str) -> dict[str, Any]:
@@ -655,9 +667,10 @@ def _add_background(images: datasets.LabelledImages, folder: str, size: int) -> 
     """The characters' images and the background pictures as the class ``no_character``."""
     background = datasets.load_background(folder, size)
     if background.bad_files:
-        print(datasets.describe_bad_files(background.bad_files))
+        log.warning("%s", datasets.describe_bad_files(background.bad_files))
     if len(background) < 2:
-        raise SimpsonsError(f"--background needs at least 2 readable pictures; {folder} has {len(background)}")
+        raise ParameterError("background_dir", f"{{name}} needs at least 2 readable pictures; {folder} has "
+                                               f"{len(background)}")
     return datasets.with_background(images, background)
 
 
@@ -684,8 +697,8 @@ def _save_result(
     prior: dict[str, Any] = {}
     if training_counts is not None:
         correction, curve = fit_prior_correction(logits, val_set.labels, training_counts)
-        print(describe_prior_correction(curve, correction.strength))
-        bundle.prior_correction = correction.description()
+        log.info("%s", describe_prior_correction(curve, correction.strength))
+        bundle.prior_correction = correction
         corrected = logits + correction.offsets()
         prior = {"prior_correction": {
             "strength": correction.strength,
@@ -704,7 +717,6 @@ def _save_result(
         metrics["test_images"] = len(test)
     bundle.metadata = {**metadata, "metrics": metrics}
     save_bundle(bundle, out / BUNDLE_NAME)
-    print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
 
 

@@ -550,9 +550,9 @@ def about(state: State) -> dict[str, Any]:
     return {"model": state.model, "arch": bundle.metadata.get("arch"), "image_size": bundle.image_size,
             "recipe": (bundle.metadata.get("recipe") or {}).get("name"), "threshold": bundle.threshold,
             "temperature": bundle.temperature, "characters": list(bundle.characters),
-            "familiarity_threshold": (bundle.stranger_detector or {}).get("threshold"),
+            "familiarity_threshold": bundle.stranger_detector and bundle.stranger_detector.threshold,
             "test_time_flip": bundle.test_time_flip,
-            "prior_correction_strength": (bundle.prior_correction or {}).get("strength"),
+            "prior_correction_strength": bundle.prior_correction and bundle.prior_correction.strength,
             "metrics": bundle.metadata.get("metrics", {}), "review": state.dataset is not None,
             "limits": {"picture_bytes": state.picture_limit, "clip_bytes": state.clip_limit}}
 

@@ -82,4 +82,4 @@ def bundle_characters(model: str | Path | None) -> list[str]:
         return []
     from simpsons.bundle import read_description
 
-    return list(read_description(model).get("characters", []))
+    return list(read_description(model).characters)
