@@ -164,8 +164,8 @@ def test_coco_scores_are_one_for_perfect_detections_and_lower_for_shifted_ones()
         truths.append(TrueBoxes(np.array([[x1, y1, x1 + 60, y1 + 90]], np.float32), [characters[index % 2]]))
 
     def found(shift: float, name_of=lambda name: name) -> list[list[Detection]]:
-        return [[Detection(name_of(truth.characters[0]), 0.9, tuple(float(v) for v in truth.boxes[0] + [shift, 0, shift, 0]))]
-                for truth in truths]
+        moved = [tuple(float(v) for v in truth.boxes[0] + [shift, 0, shift, 0]) for truth in truths]
+        return [[Detection(name_of(truth.characters[0]), 0.9, box)] for truth, box in zip(truths, moved)]
 
     perfect = score_detections(truths, found(0.0), characters)
     assert perfect.map_50 == pytest.approx(1.0) and perfect.map_50_95 == pytest.approx(1.0)

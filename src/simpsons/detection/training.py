@@ -30,7 +30,7 @@ from simpsons.detection.bundle import DetectorBundle, save_detector
 from simpsons.detection.detector import Detector
 from simpsons.detection.evaluation import EVALUATION_MIN_PROBABILITY, DetectionScores, TrueBoxes, score_detections
 from simpsons.detection.model import build_detector, compile_detector, trunk_architecture
-from simpsons.detection.mosaic import BoxedPicture, alone, random_canvas
+from simpsons.detection.mosaic import BoxedPicture, Canvas, alone, random_canvas
 from simpsons.detection.targets import encode_batch
 from simpsons.errors import SimpsonsError
 from simpsons.files import write_atomically
@@ -70,10 +70,11 @@ PRESETS: dict[str, Recipe] = {
 class DetectionData:
     """The boxed pictures of a training folder, split shot-aware, decoded at their own sizes."""
 
-    characters: list[str]
+    characters: list[str]  # the detector's: those with a box on a training picture
     train: list[BoxedPicture]
     validation: list[BoxedPicture]
-    fingerprint: str  # the classifier's ``data.fingerprint`` of the folder's chosen characters
+    split_characters: list[str]  # the characters the split chose pictures of, as the classifier's split does
+    fingerprint: str  # the classifier's ``data.fingerprint`` of those characters' pictures
     dropped: Counter
 
 
@@ -99,10 +100,12 @@ def load_detection_data(data_dir: str | Path, boxes_file: str | Path, *, seed: i
                         min_images: int = datasets.DEFAULT_MIN_IMAGES,
                         characters: list[str] | None = None) -> DetectionData:
     """The boxes of ``boxes_file`` on pictures of ``data_dir``'s chosen characters, each picture decoded with
-    its boxes clipped to it, on the side of the classifier's shot-aware split its picture is on.
+    its boxes clipped to it, on the side of the classifier's shot-aware split its picture is on. The detector's
+    characters are those with a box on a training picture.
 
-    A box on a picture outside the folder or of another character, on an unreadable picture, or with no area
-    left inside its picture is dropped and counted in ``dropped`` by reason."""
+    A box on a picture outside the folder or of another character, of a character without training boxes, on
+    an unreadable picture, or with no area left inside its picture is dropped and counted in ``dropped`` by
+    reason."""
     images = datasets.select_characters(datasets.load_images(data_dir, SPLIT_IMAGE_SIZE), min_images=min_images,
                                         characters=characters)
     train_idx, val_idx = datasets.shot_aware_split(images, validation_fraction=validation_fraction, seed=seed)
@@ -116,18 +119,23 @@ def load_detection_data(data_dir: str | Path, boxes_file: str | Path, *, seed: i
             dropped["not on a picture of the chosen characters in the training folder"] += 1
         else:
             by_picture.setdefault(key, []).append(box)
-    if not by_picture:
-        raise SimpsonsError(f"none of the boxes in {boxes_file} is on a picture of the chosen characters in {data_dir}")
+    boxed = sorted({box.character for path, boxes in by_picture.items() if side[path] == "train" for box in boxes})
+    if not boxed:
+        raise SimpsonsError(f"none of the boxes in {boxes_file} is on a training picture of the chosen characters "
+                            f"in {data_dir}")
     split: dict[str, list[BoxedPicture]] = {"train": [], "validation": []}
     for path, boxes in tqdm(sorted(by_picture.items()), desc="reading boxed pictures", unit="img",
                             disable=True if len(by_picture) < 200 else None):
-        picture = _boxed_picture(path, boxes, images.characters, dropped)
+        known = [box for box in boxes if box.character in boxed]
+        dropped["of a character without a box on a training picture"] += len(boxes) - len(known)
+        picture = _boxed_picture(path, known, boxed, dropped) if known else None
         if picture is not None:
             split[side[path]].append(picture)
-    if not split["train"] or not split["validation"]:
-        raise SimpsonsError(f"the shot-aware split leaves {len(split['train'])} boxed training and "
-                            f"{len(split['validation'])} validation pictures: both need at least one")
-    return DetectionData(images.characters, split["train"], split["validation"], datasets.fingerprint(images), dropped)
+    if not split["validation"]:
+        raise SimpsonsError(f"the shot-aware split leaves no boxed validation picture among the {len(by_picture)} "
+                            "boxed pictures: give more boxes")
+    return DetectionData(boxed, split["train"], split["validation"], images.characters, datasets.fingerprint(images),
+                         dropped)
 
 
 def _boxed_picture(path: str, boxes: list[Box], characters: list[str], dropped: Counter) -> BoxedPicture | None:
@@ -196,7 +204,7 @@ class EpochOfBatches(keras.callbacks.Callback):
         self.batches.epoch = epoch
 
 
-def _as_batch(canvases: list, num_classes: int, image_size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def _as_batch(canvases: list[Canvas], num_classes: int, image_size: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.stack([canvas.pixels for canvas in canvases]).astype(np.float32)
     targets = encode_batch([c.boxes for c in canvases], [c.labels for c in canvases], num_classes, image_size, stride)
     return pixels, targets
@@ -253,7 +261,8 @@ def train_detector(
         raise SimpsonsError(f"the pictures in {data_dir} changed since the run in {out} started; start a new run")
     run = {
         "task": TASK, "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()),
-        "boxes": str(Path(boxes_file).resolve()), "characters": data.characters, "min_images": min_images,
+        "boxes": str(Path(boxes_file).resolve()), "characters": data.characters,
+        "split_characters": data.split_characters, "min_images": min_images,
         "validation_fraction": validation_fraction, "train_pictures": len(data.train),
         "validation_pictures": len(data.validation), "data_fingerprint": data.fingerprint,
         "stride": OUTPUT_STRIDE, "neck_width": NECK_WIDTH,
@@ -330,8 +339,8 @@ def validation_scores(detector: Detector, pictures: list[BoxedPicture]) -> Detec
     truths = [TrueBoxes(p.boxes, [detector.characters[label] for label in p.labels]) for p in pictures]
     found = []
     for start in range(0, len(pictures), detector.batch_size):
-        found += detector.detect_images([Image.fromarray(p.pixels) for p in pictures[start : start + detector.batch_size]],
-                                        EVALUATION_MIN_PROBABILITY)
+        chunk = pictures[start : start + detector.batch_size]
+        found += detector.detect_images([Image.fromarray(p.pixels) for p in chunk], EVALUATION_MIN_PROBABILITY)
     return score_detections(truths, found, detector.characters)
 
 
@@ -348,4 +357,4 @@ def resume_detector_training(run_dir: str, time_limit_minutes: float | None = No
     run, _ = read_run(Path(run_dir))
     return train_detector(run["data"], run["boxes"], run_dir, Recipe(**run["recipe"]), seed=run["seed"],
                           validation_fraction=run["validation_fraction"], min_images=run["min_images"],
-                          characters=run["characters"], resume=True, time_limit_minutes=time_limit_minutes)
+                          characters=run["split_characters"], resume=True, time_limit_minutes=time_limit_minutes)
