@@ -48,7 +48,8 @@ from simpsons.training import (
 
 BUNDLE_NAME = "detector.simpsons"
 TASK = "detection"  # what run.json says a detector's run is, so that --resume finds its trainer
-SPLIT_IMAGE_SIZE = 64  # the size the split decodes the folder at (its groups do not depend on it)
+SPLIT_IMAGE_SIZE = 96  # the size the split decodes the folder at, unless --init's classifier has its own: the
+# groups do not depend on it, and the classifier's training left that size in the decoded-picture cache
 NECK_WIDTH = 64
 OUTPUT_STRIDE = 8
 CURVE_PANELS = (("loss", "Loss"), ("heatmap_loss", "Heatmap (focal) loss"), ("box_loss", "Box (L1) loss"))
@@ -97,8 +98,8 @@ def resolve_detector_recipe(preset: str | None, **overrides: Any) -> Recipe:
 
 
 def load_detection_data(data_dir: str | Path, boxes_file: str | Path, *, seed: int, validation_fraction: float,
-                        min_images: int = datasets.DEFAULT_MIN_IMAGES,
-                        characters: list[str] | None = None) -> DetectionData:
+                        min_images: int = datasets.DEFAULT_MIN_IMAGES, characters: list[str] | None = None,
+                        split_image_size: int = SPLIT_IMAGE_SIZE) -> DetectionData:
     """The boxes of ``boxes_file`` on pictures of ``data_dir``'s chosen characters, each picture decoded with
     its boxes clipped to it, on the side of the classifier's shot-aware split its picture is on. The detector's
     characters are those with a box on a training picture.
@@ -106,7 +107,7 @@ def load_detection_data(data_dir: str | Path, boxes_file: str | Path, *, seed: i
     A box on a picture outside the folder or of another character, of a character without training boxes, on
     an unreadable picture, or with no area left inside its picture is dropped and counted in ``dropped`` by
     reason."""
-    images = datasets.select_characters(datasets.load_images(data_dir, SPLIT_IMAGE_SIZE), min_images=min_images,
+    images = datasets.select_characters(datasets.load_images(data_dir, split_image_size), min_images=min_images,
                                         characters=characters)
     train_idx, val_idx = datasets.shot_aware_split(images, validation_fraction=validation_fraction, seed=seed)
     side = {os.path.abspath(images.paths[i]): "train" for i in train_idx}
@@ -250,8 +251,9 @@ def train_detector(
     validation_fraction = validation_fraction or float(trained.get("validation_fraction", 0.15))
     keras.utils.set_random_seed(seed)
 
+    split_image_size = earlier_run.get("split_image_size") or (init.image_size if init else SPLIT_IMAGE_SIZE)
     data = load_detection_data(data_dir, boxes_file, seed=seed, validation_fraction=validation_fraction,
-                               min_images=min_images, characters=characters)
+                               min_images=min_images, characters=characters, split_image_size=split_image_size)
     print(f"{len(data.characters)} characters, {len(data.train)} boxed training and {len(data.validation)} "
           f"validation pictures (the classifier's shot-aware split)")
     for reason, count in data.dropped.items():
@@ -262,7 +264,7 @@ def train_detector(
     run = {
         "task": TASK, "recipe": asdict(recipe), "seed": seed, "data": str(Path(data_dir).resolve()),
         "boxes": str(Path(boxes_file).resolve()), "characters": data.characters,
-        "split_characters": data.split_characters, "min_images": min_images,
+        "split_characters": data.split_characters, "split_image_size": split_image_size, "min_images": min_images,
         "validation_fraction": validation_fraction, "train_pictures": len(data.train),
         "validation_pictures": len(data.validation), "data_fingerprint": data.fingerprint,
         "stride": OUTPUT_STRIDE, "neck_width": NECK_WIDTH,
