@@ -15,7 +15,7 @@ from simpsons.errors import SimpsonsError
 
 DETECT_BATCH = 32  # pictures per network call of `detect`: the pool decodes the next ones meanwhile
 # train options that shape a classifier's recipe: a detector's run refuses them rather than ignore them
-CLASSIFIER_TRAINING_OPTIONS = ("test", "augmentation", "mixing", "budget", "ema", "background", "cutout_boxes",
+CLASSIFIER_TRAINING_OPTIONS = ("augmentation", "mixing", "budget", "ema", "background", "cutout_boxes",
                                "prior_correction")
 
 
@@ -80,27 +80,24 @@ def run_train_detector(args: argparse.Namespace) -> int:
     recipe = resolve_detector_recipe(args.preset, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
                                      image_size=args.image_size, learning_rate=args.learning_rate)
     train_detector(args.data, args.boxes, args.out, recipe, seed=args.seed, min_images=args.min_images,
-                   characters=args.characters, init_bundle=args.init, time_limit_minutes=args.time_limit)
+                   characters=args.characters, init_bundle=args.init, time_limit_minutes=args.time_limit,
+                   test_dir=args.test)
     return 0
 
 
 def run_evaluate_detector(args: argparse.Namespace) -> int:
     """``evaluate DATA --boxes FILE --model DETECTOR``: COCO mAP and AP per character on the boxed pictures
     under DATA."""
-    from simpsons.boxes import read_boxes
     from simpsons.detection.detector import Detector
-    from simpsons.detection.evaluation import evaluate_on_boxes
+    from simpsons.detection.evaluation import boxes_under, evaluate_on_boxes
     from simpsons.files import write_json
 
     if args.write or args.report_dir or args.backend:
         raise SimpsonsError("--write, --report-dir and --backend are for classifiers; a detector's evaluation "
                             "prints its table and writes --json FILE")
-    data = Path(args.data).resolve()
-    if not data.is_dir():
+    if not Path(args.data).is_dir():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
-    boxes = [box for box in read_boxes(args.boxes) if data in box.path.resolve().parents]
-    if not boxes:
-        raise SimpsonsError(f"none of the boxes in {args.boxes} is on a picture under {args.data}")
+    boxes = boxes_under(args.boxes, args.data)
     detector = Detector.load(args.model)
     scores = evaluate_on_boxes(detector, boxes)
     if not scores.pictures:

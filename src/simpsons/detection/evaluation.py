@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from simpsons.boxes import Box
+from simpsons.boxes import Box, read_boxes
 from simpsons.detection.detector import Detection, Detector
 from simpsons.detection.placement import Placement
+from simpsons.errors import SimpsonsError
 
 EVALUATION_MIN_PROBABILITY = 0.01  # the detections COCO's precision-recall curves are drawn from
 RIGHT_IOU = 0.5
@@ -180,3 +181,12 @@ def _detect_batch(detector: Detector, batch: list[tuple[np.ndarray, Placement]])
         return []
     return detector.detect_prepared(np.stack([pixels for pixels, _ in batch]), [placement for _, placement in batch],
                                     EVALUATION_MIN_PROBABILITY)
+
+
+def boxes_under(boxes_file: str | Path, folder: str | Path) -> list[Box]:
+    """The boxes of ``boxes_file`` on pictures under ``folder``; none raises ``SimpsonsError``."""
+    resolved = Path(folder).resolve()
+    boxes = [box for box in read_boxes(boxes_file) if resolved in box.path.resolve().parents]
+    if not boxes:
+        raise SimpsonsError(f"none of the boxes in {boxes_file} is on a picture under {folder}")
+    return boxes

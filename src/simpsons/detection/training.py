@@ -28,7 +28,14 @@ from simpsons.boxes import Box, read_boxes
 from simpsons.bundle import load_bundle
 from simpsons.detection.bundle import DetectorBundle, save_detector
 from simpsons.detection.detector import Detector
-from simpsons.detection.evaluation import EVALUATION_MIN_PROBABILITY, DetectionScores, TrueBoxes, score_detections
+from simpsons.detection.evaluation import (
+    EVALUATION_MIN_PROBABILITY,
+    DetectionScores,
+    TrueBoxes,
+    boxes_under,
+    evaluate_on_boxes,
+    score_detections,
+)
 from simpsons.detection.model import build_detector, compile_detector, trunk_architecture
 from simpsons.detection.mosaic import BoxedPicture, Canvas, alone, random_canvas
 from simpsons.detection.targets import encode_batch
@@ -233,13 +240,15 @@ def train_detector(
     init_bundle: str | None = None,
     resume: bool = False,
     time_limit_minutes: float | None = None,
+    test_dir: str | None = None,
 ) -> Path:
     """Train a detector on the boxed pictures of ``data_dir`` and write the run folder; returns the bundle's path.
 
     With ``init_bundle`` (a classifier bundle), the trunk starts from its network and the split from its seed
     and validation fraction. The run folder gets ``run.json``, ``history.csv``, ``learning_curve.png``, the
     checkpoints ``last.keras`` (to resume) and ``best.weights.h5`` (lowest validation loss), and the bundle
-    ``detector.simpsons``, whose metadata holds the validation mAP of the best weights.
+    ``detector.simpsons``, whose metadata holds the validation mAP of the best weights, and with ``test_dir`` its
+    scores on the boxes (of the same boxes file) of the pictures under that folder.
     """
     out = Path(run_dir)
     earlier_run, epochs_done = read_run(out) if resume else ({}, 0)
@@ -249,6 +258,8 @@ def train_detector(
     trained = init.metadata if init is not None else {}
     seed = int(trained.get("seed", 0)) if seed is None else seed
     validation_fraction = validation_fraction or float(trained.get("validation_fraction", 0.15))
+    if test_dir:
+        boxes_under(boxes_file, test_dir)  # a test folder without boxes fails now, not after the training
     keras.utils.set_random_seed(seed)
 
     split_image_size = earlier_run.get("split_image_size") or (init.image_size if init else SPLIT_IMAGE_SIZE)
@@ -267,7 +278,7 @@ def train_detector(
         "split_characters": data.split_characters, "split_image_size": split_image_size, "min_images": min_images,
         "validation_fraction": validation_fraction, "train_pictures": len(data.train),
         "validation_pictures": len(data.validation), "data_fingerprint": data.fingerprint,
-        "stride": OUTPUT_STRIDE, "neck_width": NECK_WIDTH,
+        "stride": OUTPUT_STRIDE, "neck_width": NECK_WIDTH, "test": test_dir and str(Path(test_dir).resolve()),
     }
     if init is not None:
         if trained.get("data_fingerprint") != data.fingerprint or trained.get("seed") != seed:
@@ -330,8 +341,18 @@ def _save_result(model: keras.Model, out: Path, data: DetectionData, metadata: d
     bundle.metadata = {**metadata, "metrics": metrics}
     save_detector(bundle, out / BUNDLE_NAME)
     print(scores.table())
+    if metadata.get("test"):
+        metrics.update(_test_scores(Detector(bundle), metadata["boxes"], metadata["test"]))
     print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
+
+
+def _test_scores(detector: Detector, boxes_file: str, test_dir: str) -> dict[str, float]:
+    """The detector's scores on the boxes of the pictures under ``test_dir``, printed as a table."""
+    scores = evaluate_on_boxes(detector, boxes_under(boxes_file, test_dir))
+    print(f"test pictures ({test_dir}):\n{scores.table()}")
+    return {"test_map_50": scores.map_50, "test_map_50_95": scores.map_50_95,
+            "test_top_box_right": scores.top_box_right, "test_pictures": scores.pictures}
 
 
 def validation_scores(detector: Detector, pictures: list[BoxedPicture]) -> DetectionScores:
@@ -359,4 +380,5 @@ def resume_detector_training(run_dir: str, time_limit_minutes: float | None = No
     run, _ = read_run(Path(run_dir))
     return train_detector(run["data"], run["boxes"], run_dir, Recipe(**run["recipe"]), seed=run["seed"],
                           validation_fraction=run["validation_fraction"], min_images=run["min_images"],
-                          characters=run["split_characters"], resume=True, time_limit_minutes=time_limit_minutes)
+                          characters=run["split_characters"], resume=True, time_limit_minutes=time_limit_minutes,
+                          test_dir=run.get("test"))
