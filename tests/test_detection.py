@@ -442,7 +442,7 @@ def test_train_stop_resume_and_evaluate_a_detector_end_to_end(capsys, tmp_path):
     run = tmp_path / "run"
     options = ["--boxes", data / "annotation.txt", "--image-size", "64", "--batch-size", "4", "--min-images", "1"]
     code, out, _ = run_cli(capsys, "train", data / "train", "--out", run, "--epochs", "2", "--time-limit", "0.0001",
-                           *options)
+                           "--test", data / "train", *options)
     assert code == 0 and "time limit reached after epoch 1" in out
     assert json.loads((run / "run.json").read_text())["task"] == "detection"
     assert len((run / "history.csv").read_text().splitlines()) == 2
@@ -453,7 +453,8 @@ def test_train_stop_resume_and_evaluate_a_detector_end_to_end(capsys, tmp_path):
     assert (run / "learning_curve.png").stat().st_size > 0
     bundle = load_detector(run / "detector.simpsons")
     assert bundle.characters == ["disc_person", "square_person"]
-    assert bundle.metadata["metrics"]["epochs_done"] == 2 and 0 <= bundle.metadata["metrics"]["validation_map_50"] <= 1
+    metrics = bundle.metadata["metrics"]
+    assert metrics["epochs_done"] == 2 and 0 <= metrics["validation_map_50"] <= 1 and metrics["test_pictures"] == 24
     code, out, _ = run_cli(capsys, "evaluate", data / "train", "--boxes", data / "annotation.txt", "--model",
                            run / "detector.simpsons")
     assert code == 0 and "mAP@0.5" in out and "of 24 pictures" in out
