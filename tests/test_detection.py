@@ -140,6 +140,20 @@ def test_a_picture_alone_is_letterboxed_whole_with_its_boxes():
         assert red_share(canvas.pixels, box) > 0.9
 
 
+def test_mosaic_batches_are_the_same_for_the_same_seed_epoch_and_place():
+    from simpsons.detection.training import MosaicBatches
+
+    pictures = [boxed_picture(np.random.default_rng(i), i) for i in range(6)]
+    batches = MosaicBatches(pictures, num_classes=6, image_size=64, stride=8, batch_size=4, seed=1)
+    assert len(batches) == 2
+    pixels, targets = batches[1]
+    assert pixels.shape == (2, 64, 64, 3) and targets.shape == (2, 8, 8, 6 + 5)
+    np.testing.assert_array_equal(batches[1][0], pixels)
+    batches.epoch = 1
+    assert not np.array_equal(batches[1][0], pixels)
+    assert targets[..., -1].sum() >= 2  # every canvas has at least its lead picture's box
+
+
 def test_real_boxed_pictures_make_mosaics_with_their_boxes(shared_data):
     from simpsons.data import open_rgb
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from simpsons import data as datasets
 from simpsons.boxes import Box, read_boxes
-from simpsons.bundle import load_bundle
+from simpsons.bundle import Bundle, load_bundle
 from simpsons.detection.bundle import DetectorBundle, save_detector
 from simpsons.detection.detector import Detector
 from simpsons.detection.evaluation import (
@@ -265,11 +265,7 @@ def train_detector(
     split_image_size = earlier_run.get("split_image_size") or (init.image_size if init else SPLIT_IMAGE_SIZE)
     data = load_detection_data(data_dir, boxes_file, seed=seed, validation_fraction=validation_fraction,
                                min_images=min_images, characters=characters, split_image_size=split_image_size)
-    print(f"{len(data.characters)} characters, {len(data.train)} boxed training and {len(data.validation)} "
-          f"validation pictures (the classifier's shot-aware split)")
-    for reason, count in data.dropped.items():
-        if count:
-            print(f"dropped {count} box(es): {reason}")
+    _describe(data)
     if resume and earlier_run.get("data_fingerprint") != data.fingerprint:
         raise SimpsonsError(f"the pictures in {data_dir} changed since the run in {out} started; start a new run")
     run = {
@@ -279,46 +275,69 @@ def train_detector(
         "validation_fraction": validation_fraction, "train_pictures": len(data.train),
         "validation_pictures": len(data.validation), "data_fingerprint": data.fingerprint,
         "stride": OUTPUT_STRIDE, "neck_width": NECK_WIDTH, "test": test_dir and str(Path(test_dir).resolve()),
+        **_lineage(init, init_bundle, data, (seed, validation_fraction), earlier_run),
     }
-    if init is not None:
-        if trained.get("data_fingerprint") != data.fingerprint or trained.get("seed") != seed:
-            print(f"warning: {init_bundle} was trained on other pictures or another split: its training pictures "
-                  "may sit in this run's validation split and make the validation figures read high")
-        run["initialised_from"] = {"path": str(Path(init_bundle).resolve()), "arch": trained.get("arch"),
-                                   "data_fingerprint": trained.get("data_fingerprint")}
-    elif "initialised_from" in earlier_run:
-        run["initialised_from"] = earlier_run["initialised_from"]
 
     out.mkdir(parents=True, exist_ok=True)
-    num_classes = len(data.characters)
-    batches = MosaicBatches(data.train, num_classes, recipe.image_size, OUTPUT_STRIDE, recipe.batch_size, seed)
+    batches = MosaicBatches(data.train, len(data.characters), recipe.image_size, OUTPUT_STRIDE, recipe.batch_size,
+                            seed)
     if resume:
         forget_unsaved_epochs(out / "history.csv", epochs_done)
         model = keras.saving.load_model(out / "last.keras")
     else:
-        model = build_detector(num_classes, recipe.image_size, recipe.arch, NECK_WIDTH, OUTPUT_STRIDE,
+        model = build_detector(len(data.characters), recipe.image_size, recipe.arch, NECK_WIDTH, OUTPUT_STRIDE,
                                init=init.model if init is not None else None)
         compile_detector(model, build_optimizer(recipe, len(batches)))
         write_atomically(out / "run.json", json.dumps(run, indent=2).encode())
-    validation = validation_batches(data.validation, num_classes, recipe.image_size, OUTPUT_STRIDE, recipe.batch_size)
-    callbacks = [
-        EpochOfBatches(batches),
-        EpochRecorder(out, len(batches) * recipe.batch_size, time_limit_minutes * 60 if time_limit_minutes else None),
-        BestCheckpoint(out, best_so_far(out, "val_loss", lower_is_better=True) if resume else None,
-                       monitor="val_loss", lower_is_better=True),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
-    ]
+    validation = validation_batches(data.validation, len(data.characters), recipe.image_size, OUTPUT_STRIDE,
+                                    recipe.batch_size)
     started = time.perf_counter()
     interrupted = False
     try:
         model.fit(batches, validation_data=validation, epochs=recipe.epochs, initial_epoch=epochs_done,
-                  callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+                  callbacks=_callbacks(out, batches, resume, time_limit_minutes),
+                  verbose=1 if sys.stdout.isatty() else 2)
     except KeyboardInterrupt:
         interrupted = True
         print(f"\ninterrupted: continue from the last checkpoint with: simpsons train --resume {out}")
     metadata = {**run, "arch": recipe.arch, "interrupted": interrupted,
                 "train_seconds_this_session": round(time.perf_counter() - started, 1)}
     return _save_result(model, out, data, metadata)
+
+
+def _describe(data: DetectionData) -> None:
+    """Print what the run trains on and which boxes it dropped."""
+    print(f"{len(data.characters)} characters, {len(data.train)} boxed training and {len(data.validation)} "
+          f"validation pictures (the classifier's shot-aware split)")
+    for reason, count in data.dropped.items():
+        if count:
+            print(f"dropped {count} box(es): {reason}")
+
+
+def _lineage(init: Bundle | None, init_bundle: str | None, data: DetectionData, split: tuple[int, float],
+             earlier_run: dict[str, Any]) -> dict[str, Any]:
+    """What ``run.json`` records of the classifier the trunk started from (a resumed run keeps its record);
+    a warning when that classifier learnt on another ``split`` (seed, validation fraction) or other pictures."""
+    if init is None:
+        return {key: earlier_run[key] for key in ("initialised_from",) if key in earlier_run}
+    trained = init.metadata
+    learnt_on = (trained.get("data_fingerprint"), trained.get("seed"), trained.get("validation_fraction"))
+    if learnt_on != (data.fingerprint, *split):
+        print(f"warning: {init_bundle} was trained on other pictures or another split: its training pictures "
+              "may sit in this run's validation split and make the validation figures read high")
+    return {"initialised_from": {"path": str(Path(init_bundle).resolve()), "arch": trained.get("arch"),
+                                 "data_fingerprint": trained.get("data_fingerprint")}}
+
+
+def _callbacks(out: Path, batches: MosaicBatches, resume: bool, time_limit_minutes: float | None) -> list:
+    """The epoch for the mosaics, speed and resume state, the best checkpoint on validation loss, history.csv."""
+    return [
+        EpochOfBatches(batches),
+        EpochRecorder(out, len(batches) * batches.batch_size, time_limit_minutes * 60 if time_limit_minutes else None),
+        BestCheckpoint(out, best_so_far(out, "val_loss", lower_is_better=True) if resume else None,
+                       monitor="val_loss", lower_is_better=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=resume),
+    ]
 
 
 def _save_result(model: keras.Model, out: Path, data: DetectionData, metadata: dict[str, Any]) -> Path:
