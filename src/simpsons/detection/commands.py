@@ -63,6 +63,7 @@ def describe_detector_presets() -> str:
 
 def run_train_detector(args: argparse.Namespace) -> int:
     """``train DATA --boxes FILE --out RUN`` and ``train --resume RUN`` of a detector's run."""
+    from simpsons.bundle import read_description
     from simpsons.detection.training import resolve_detector_recipe, resume_detector_training, train_detector
 
     given = [option for option in CLASSIFIER_TRAINING_OPTIONS if getattr(args, option, None) not in (None, False)]
@@ -77,8 +78,10 @@ def run_train_detector(args: argparse.Namespace) -> int:
                             "(or --resume RUN_DIR)")
     if not Path(args.boxes).is_file():
         raise SimpsonsError(f"boxes file not found: {args.boxes}")
-    recipe = resolve_detector_recipe(args.preset, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                                     image_size=args.image_size, learning_rate=args.learning_rate)
+    trained = read_description(args.init).get("metadata", {}) if args.init else {}
+    recipe = resolve_detector_recipe(args.preset, arch=args.arch or trained.get("arch"), epochs=args.epochs,
+                                     batch_size=args.batch_size, image_size=args.image_size,
+                                     learning_rate=args.learning_rate)
     train_detector(args.data, args.boxes, args.out, recipe, seed=args.seed, min_images=args.min_images,
                    characters=args.characters, init_bundle=args.init, time_limit_minutes=args.time_limit,
                    test_dir=args.test)

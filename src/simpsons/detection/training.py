@@ -96,7 +96,7 @@ def resolve_detector_recipe(preset: str | None, **overrides: Any) -> Recipe:
         if key in changes and changes[key] < 1:
             raise SimpsonsError(f"--{key.replace('_', '-')} must be at least 1")
     if "arch" in changes:
-        trunk_architecture(changes["arch"])
+        changes["arch"] = trunk_architecture(changes["arch"])
     if changes.get("image_size", 32) % 32:
         raise SimpsonsError(f"--image-size must be a multiple of 32 for a detector (e.g. 224 or 256), "
                             f"not {changes['image_size']}")
