@@ -67,8 +67,8 @@ PRESETS: dict[str, Recipe] = {
             "detector", "resnet_small_hr", 256, 40, 16, "adamw_cosine", 1e-3, weight_decay=5e-2, warmup_epochs=1,
             augmentation="mosaic",
             description="CenterNet-style detector at 256 px (output stride 8) on the pooling-stem ResNet trunk "
-                        "(--init CLASSIFIER starts it from a trained resnet_small or resnet_small_hr), mosaics of "
-                        "1-4 boxed pictures, AdamW with a warm-up then cosine, 40 epochs",
+                        "(--init CLASSIFIER starts it from a trained ResNet classifier, such as the shipped one), "
+                        "mosaics of 1-4 boxed pictures, AdamW with a warm-up then cosine, 40 epochs",
         ),
     )
 }
