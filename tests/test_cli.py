@@ -18,6 +18,7 @@ from PIL import Image
 
 from simpsons.bundle import read_description
 from simpsons.cli import _with_label_action, build_parser, flag_of, main
+from simpsons.detection.training import PRESETS as DETECTOR_PRESETS
 from simpsons.errors import ParameterError
 from simpsons.models import ARCHITECTURES, AUGMENTATIONS, MIXINGS
 from simpsons.prediction import UNKNOWN, default_model_path
@@ -396,11 +397,13 @@ def test_train_list_presets(capsys):
     assert code == 0
     presets, rest = out.split("\n\naugmentation policies (--augmentation):\n")
     policies, rest = rest.split("\n\nmixing policies (--mixing):\n")
-    mixings, architectures = rest.split("\n\narchitectures (--arch):\n")
+    mixings, rest = rest.split("\n\narchitectures (--arch):\n")
+    architectures, detectors = rest.split("\n\ndetector presets (train DATA --boxes FILE):\n")
     listed = [[(line.split(maxsplit=1) + [""])[:2] for line in part.splitlines()]
-              for part in (presets, policies, mixings, architectures)]
+              for part in (presets, policies, mixings, architectures, detectors)]
     registered = [{name: recipe.description for name, recipe in PRESETS.items()}, AUGMENTATIONS, MIXINGS,
-                  {name: architecture.description for name, architecture in ARCHITECTURES.items()}]
+                  {name: architecture.description for name, architecture in ARCHITECTURES.items()},
+                  {name: recipe.description for name, recipe in DETECTOR_PRESETS.items()}]
     for lines, names in zip(listed, registered):
         assert [name for name, _ in lines] == list(names)  # every registered name, in the registry's order
         assert all(description == names[name] for name, description in lines)

@@ -10,14 +10,17 @@ from helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "src" / "simpsons"
 
-# Each stage may import the stages before it and its own, never a later one.
+# Each stage may import the stages before it and its own, never a later one. A sub-package is one stage, or
+# names its modules ("detection.model") where they belong to different ones.
 STAGES = [
-    {"errors", "extras", "files", "plots", "frames", "timeline", "data", "boxes", "bundle", "models"},
-    {"onnx_network", "backends", "prediction"},
-    {"evaluation", "calibration", "open_set", "confidence"},
+    {"errors", "extras", "files", "plots", "frames", "timeline", "data", "boxes", "bundle", "models", "detection",
+     "detection.placement", "detection.targets", "detection.decode", "detection.mosaic", "detection.model",
+     "detection.bundle"},
+    {"onnx_network", "backends", "prediction", "detection.detector", "detection.drawing"},
+    {"evaluation", "calibration", "open_set", "confidence", "detection.evaluation"},
     {"video", "labelling"},
-    {"training", "export", "series"},
-    {"web", "cli", "api", "simpsons"},
+    {"training", "export", "series", "detection.training"},
+    {"web", "cli", "api", "simpsons", "detection.commands"},
 ]
 
 
@@ -55,13 +58,15 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def stage_of(name: str) -> int | None:
-    """The stage of ``simpsons.X`` or of any module of the package ``simpsons.X``; None for ``simpsons``."""
+    """The stage of ``simpsons.X``, of ``simpsons.X.Y`` when STAGES names it, else of any module of the package
+    ``simpsons.X``; None for ``simpsons``."""
     parts = name.split(".")
     if len(parts) < 2:
         return None
-    for index, stage in enumerate(STAGES):
-        if parts[1] in stage:
-            return index
+    for candidate in (".".join(parts[1:3]), parts[1]):
+        for index, stage in enumerate(STAGES):
+            if candidate in stage:
+                return index
     raise AssertionError(f"{name} has no stage: add it to STAGES in {Path(__file__).name}")
 
 

@@ -267,12 +267,18 @@ def save_bundle(bundle: Bundle, path: str | Path) -> None:
     """Save the bundle (its network a Keras model) as one file, atomically."""
     if not hasattr(bundle.model, "save"):
         raise SimpsonsError(f"only a Keras network can be saved as a bundle, not {type(bundle.model).__name__}")
+    write_archive(bundle.model, bundle.as_json(), path)
+
+
+def write_archive(model: keras.Model, description: dict[str, Any], path: str | Path) -> None:
+    """A network and its description as one zip file (``model.keras`` and ``bundle.json``), written atomically:
+    the container of every bundle the package writes (classifiers here, detectors in ``detection.bundle``)."""
     with tempfile.TemporaryDirectory() as scratch:
         model_file = Path(scratch) / "model.keras"
-        bundle.model.save(model_file)
+        model.save(model_file)
         archive = io.BytesIO()
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zipped:
-            zipped.writestr("bundle.json", json.dumps(bundle.as_json(), indent=2))
+            zipped.writestr("bundle.json", json.dumps(description, indent=2))
             zipped.write(model_file, "model.keras")
     write_atomically(path, archive.getvalue())
 
@@ -303,31 +309,40 @@ def network_fingerprint(path: str | Path) -> str:
 
 def read_description(path: str | Path) -> Description:
     """Read and check ``bundle.json`` without loading the network."""
+    return parse_description(read_archive_description(path, "simpsons model bundle"), path)
+
+
+def read_archive_description(path: str | Path, kind: str) -> Any:
+    """The parsed ``bundle.json`` of the archive at ``path``; a missing or unreadable file raises
+    ``SimpsonsError`` naming the ``kind`` of file expected."""
     path = Path(path)
     if not path.is_file():
-        raise SimpsonsError(f"model bundle not found: {path}")
+        raise SimpsonsError(f"{kind.removeprefix('simpsons ')} not found: {path}")
     try:
         with zipfile.ZipFile(path) as zipped:
-            raw = json.loads(zipped.read("bundle.json"))
+            return json.loads(zipped.read("bundle.json"))
     except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, OSError) as error:
-        raise SimpsonsError(f"not a simpsons model bundle: {path} ({type(error).__name__})") from None
-    return parse_description(raw, path)
+        raise SimpsonsError(f"not a {kind}: {path} ({type(error).__name__})") from None
 
 
 def load_bundle(path: str | Path) -> Bundle:
     """Load a bundle with its Keras network; a corrupt or foreign file raises ``SimpsonsError``, and so does
     an install without Keras (the ``train`` extra)."""
+    description = read_description(path)
+    return Bundle.from_description(load_archive_network(path), description)
+
+
+def load_archive_network(path: str | Path) -> keras.Model:
+    """The Keras network in the archive at ``path`` (the ``train`` extra); a damaged one raises ``SimpsonsError``."""
     require_training_extra(f"the Keras network of {path}")
     import_tensorflow_quietly()
     import keras
 
-    description = read_description(path)
     with tempfile.TemporaryDirectory() as scratch:
         model_file = Path(scratch) / "model.keras"
         try:
             with zipfile.ZipFile(path) as zipped:
                 model_file.write_bytes(zipped.read("model.keras"))
-            model = keras.saving.load_model(model_file, compile=False)
+            return keras.saving.load_model(model_file, compile=False)
         except Exception as error:  # Keras raises many kinds for a damaged model file
             raise SimpsonsError(f"the network in {path} cannot be loaded: {str(error)[:120]}") from None
-    return Bundle.from_description(model, description)

@@ -10,6 +10,15 @@ import sys
 from pathlib import Path
 
 from simpsons import __version__
+from simpsons.detection.commands import (
+    add_boxes_option,
+    add_detect_command,
+    describe_detector_presets,
+    run_detect,
+    run_evaluate_detector,
+    run_train_detector,
+    wants_detector_training,
+)
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.extras import import_tensorflow_quietly, require_training_extra
 
@@ -60,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for add_command in (add_dataset_command, add_train_command, add_evaluate_command, add_export_command,
-                        add_predict_command, add_confidence_command, add_label_command, add_video_command,
-                        add_serve_command):
+                        add_predict_command, add_detect_command, add_confidence_command, add_label_command,
+                        add_video_command, add_serve_command):
         add_command(commands)
     return parser
 
@@ -125,6 +134,7 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--cutout-boxes", metavar="FILE",
                        help="boxes of the characters (path,x1,y1,x2,y2,character per line) that the composite "
                             "augmentation cuts them out along (default: annotation.txt beside DATA)")
+    add_boxes_option(train, "train a detector on the boxed pictures of DATA (preset detector)")
     _add_selection(train)
 
 
@@ -138,6 +148,7 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
     evaluate.add_argument("--write", action="store_true",
                           help="store the test accuracy in the bundle given by --model (what `serve` shows)")
+    add_boxes_option(evaluate, "measure a detector (--model DETECTOR) on the boxed pictures under DATA")
 
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
@@ -391,7 +402,11 @@ def run_train(args: argparse.Namespace) -> int:
         print("\narchitectures (--arch):")
         for architecture in ARCHITECTURES.values():
             print(f"{architecture.name:<18} {architecture.description}")
+        print("\ndetector presets (train DATA --boxes FILE):")
+        print(describe_detector_presets())
         return 0
+    if wants_detector_training(args):
+        return run_train_detector(args)
     if args.resume:
         _report_run(resume_training(args.resume, time_limit_minutes=args.time_limit))
         return 0
@@ -422,6 +437,8 @@ def _report_run(bundle_path: Path) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    if args.boxes:
+        return run_evaluate_detector(args)
     from simpsons import data as datasets
     from simpsons.evaluation import (
         evaluate,
@@ -662,6 +679,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"dataset": run_dataset, "train": run_train, "evaluate": run_evaluate, "predict": run_predict,
+            "detect": run_detect,
             "confidence": run_confidence, "export": run_export, "label": run_label,
             "video": run_video, "serve": run_serve}
 

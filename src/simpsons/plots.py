@@ -29,21 +29,25 @@ def save_figure(figure: plt.Figure, path: str | Path) -> None:
         plt.close(figure)
 
 
-def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title: str) -> None:
-    """Loss and accuracy per epoch, training against validation."""
+CLASSIFIER_PANELS = (("loss", "Loss"), ("accuracy", "Accuracy"))
+
+
+def plot_learning_curve(history: list[dict[str, float]], path: str | Path, title: str,
+                        panels: tuple[tuple[str, str], ...] = CLASSIFIER_PANELS) -> None:
+    """One panel per ``(metric, title)`` of ``panels`` (loss and accuracy unless told), per epoch, training
+    against validation."""
     epochs = [int(row["epoch"]) + 1 for row in history]
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for axes, metric, label in ((loss_axes, "loss", "loss"), (accuracy_axes, "accuracy", "accuracy")):
+    figure, axes_row = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
+    for axes, (metric, panel_title) in zip(axes_row[0], panels):
         axes.plot(epochs, [row.get(metric, np.nan) for row in history], label="training", color="tab:blue")
         axes.plot(epochs, [row.get(f"val_{metric}", np.nan) for row in history], label="validation (shot-aware)",
                   color="tab:orange")
         axes.set_xlabel("epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.25 on a short run's axis
-        axes.set_ylabel(label)
+        axes.set_ylabel(metric.replace("_", " "))
         axes.grid(alpha=0.3)
         axes.legend()
-    loss_axes.set_title("Loss")
-    accuracy_axes.set_title("Accuracy")
+        axes.set_title(panel_title)
     figure.suptitle(f"Learning curve: {title}")
     save_figure(figure, path)
 

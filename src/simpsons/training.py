@@ -318,45 +318,49 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class BestCheckpoint(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best validation accuracy of the whole run in
-    ``best.weights.h5`` and which epoch that was in ``best.json``, both replaced atomically.
+    """Keeps the weights of the epoch with the best ``monitor`` figure of the whole run (validation accuracy
+    unless told otherwise; the lowest one with ``lower_is_better``) in ``best.weights.h5`` and which epoch
+    that was in ``best.json``, both replaced atomically.
 
     ``best`` is the record to beat, from before an interruption (``best_so_far``). It may name an
     epoch whose history row a resume dropped (one finished after the last resume checkpoint): its
     weights stay, a network measured on the validation pictures like any other, until an epoch beats it.
     """
 
-    def __init__(self, run_dir: Path, best: dict[str, float] | None = None):
+    def __init__(self, run_dir: Path, best: dict[str, float] | None = None, monitor: str = "val_accuracy",
+                 lower_is_better: bool = False):
         super().__init__()
         self.run_dir = run_dir
         self.best = best
+        self.monitor = monitor
+        self.sign = -1.0 if lower_is_better else 1.0
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        accuracy = (logs or {}).get("val_accuracy")
-        if accuracy is None or (self.best is not None and accuracy <= self.best["val_accuracy"]):
+        figure = (logs or {}).get(self.monitor)
+        if figure is None or (self.best is not None and self.sign * figure <= self.sign * self.best[self.monitor]):
             return
         partial = self.run_dir / "best.partial.weights.h5"
         self.model.save_weights(partial)
         partial.replace(self.run_dir / "best.weights.h5")
-        self.best = {"epoch": epoch + 1, "val_accuracy": float(accuracy)}
+        self.best = {"epoch": epoch + 1, self.monitor: float(figure)}
         write_atomically(self.run_dir / "best.json", json.dumps(self.best).encode())
 
 
-def best_so_far(run_dir: Path) -> dict[str, float] | None:
-    """The run's best epoch (from 1) and its validation accuracy: ``best.json``, else (runs from before
+def best_so_far(run_dir: Path, monitor: str = "val_accuracy", lower_is_better: bool = False) -> dict[str, float] | None:
+    """The run's best epoch (from 1) and its ``monitor`` figure: ``best.json``, else (runs from before
     it existed) the best row of ``history.csv``; None before any epoch."""
     try:
         return json.loads((run_dir / "best.json").read_text())
     except (OSError, ValueError):
         pass
-    accuracies = [row["val_accuracy"] for row in read_history(run_dir / "history.csv") if "val_accuracy" in row]
-    if not accuracies:
+    figures = [row[monitor] for row in read_history(run_dir / "history.csv") if monitor in row]
+    if not figures:
         return None
-    best = int(np.argmax(accuracies))
-    return {"epoch": best + 1, "val_accuracy": accuracies[best]}
+    best = int(np.argmin(figures) if lower_is_better else np.argmax(figures))
+    return {"epoch": best + 1, monitor: figures[best]}
 
 
-def _forget_unsaved_epochs(history_path: Path, epochs_done: int) -> None:
+def forget_unsaved_epochs(history_path: Path, epochs_done: int) -> None:
     """Drop the rows of epochs finished after the last resume checkpoint: resuming trains them again."""
     if not history_path.exists():
         return
@@ -370,7 +374,8 @@ def _one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.eye(num_classes, dtype=np.float32)[labels]
 
 
-def _read_run(run_dir: Path) -> tuple[dict, int]:
+def read_run(run_dir: Path) -> tuple[dict, int]:
+    """A stopped run's ``run.json`` and how many epochs its last checkpoint holds (what ``--resume`` continues)."""
     try:
         run = json.loads((run_dir / "run.json").read_text())
         done = json.loads((run_dir / "state.json").read_text())["epochs_done"]
@@ -419,7 +424,7 @@ def train(
     its time limit.
     """
     out = Path(run_dir)
-    earlier_run, epochs_done = _read_run(out) if resume else ({}, 0)
+    earlier_run, epochs_done = read_run(out) if resume else ({}, 0)
     if not resume and (out / "state.json").exists():
         raise ParameterError("run_dir", f"{out} already holds a training run: resume it ({{resume}}) or choose "
                              "another {name}", mentions=("resume",))
@@ -470,7 +475,7 @@ def train(
     elif "initialised_from" in earlier_run:  # a resumed fine-tuning keeps what it started from
         run["initialised_from"] = earlier_run["initialised_from"]
     if resume:
-        _forget_unsaved_epochs(out / "history.csv", epochs_done)
+        forget_unsaved_epochs(out / "history.csv", epochs_done)
         model = keras.saving.load_model(out / "last.keras")
     else:
         model = _compiled_model(recipe, num_classes, math.ceil(len(train_set) / recipe.batch_size), seed)
@@ -734,7 +739,7 @@ def _curve_title(recipe: dict[str, Any]) -> str:
 
 def resume_training(run_dir: str, time_limit_minutes: float | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last checkpoint, with its own recipe and data."""
-    run, _ = _read_run(Path(run_dir))
+    run, _ = read_run(Path(run_dir))
     return train(
         run["data"], run_dir, Recipe(**run["recipe"]), seed=run["seed"], characters=run["characters"],
         validation_fraction=run["validation_fraction"], resume=True, time_limit_minutes=time_limit_minutes,
