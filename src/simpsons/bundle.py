@@ -16,13 +16,16 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from simpsons.errors import SimpsonsError
 from simpsons.extras import import_tensorflow_quietly, require_training_extra
 from simpsons.files import write_atomically
+
+if TYPE_CHECKING:  # Keras (and its backend) loads only when a network does: the CLI starts fast
+    import keras
 
 FORMAT = "simpsons-model-bundle"
 FORMAT_VERSION = 2
