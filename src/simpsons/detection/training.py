@@ -357,11 +357,11 @@ def _save_result(model: keras.Model, out: Path, data: DetectionData, metadata: d
     metrics = {"validation_map_50": scores.map_50, "validation_map_50_95": scores.map_50_95,
                "validation_top_box_right": scores.top_box_right, "validation_pictures": scores.pictures,
                "best_epoch": best_so_far(out, "val_loss", lower_is_better=True)["epoch"], "epochs_done": len(history)}
-    bundle.metadata = {**metadata, "metrics": metrics}
-    save_detector(bundle, out / BUNDLE_NAME)
     print(scores.table())
     if metadata.get("test"):
         metrics.update(_test_scores(Detector(bundle), metadata["boxes"], metadata["test"]))
+    bundle.metadata = {**metadata, "metrics": metrics}
+    save_detector(bundle, out / BUNDLE_NAME)
     print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
 
