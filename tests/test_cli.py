@@ -438,8 +438,8 @@ def test_train_stop_and_resume_end_to_end(capsys, tmp_path, training_folder, sam
                              "--batch-size", "8", "--image-size", "32", "--test", samples_dir, "--time-limit", "1e-6",
                              "--augmentation", "robust", "--learning-rate", "3e-4", "--budget", "5")
     assert code == 0
-    assert "time budget 5 min: an epoch takes about" in out and "so 2 epochs" in out  # at most --epochs
-    assert "time limit reached after epoch 1" in out  # --time-limit wins over the budget's
+    assert "time budget 5 min: an epoch takes about" in err and "so 2 epochs" in err  # at most --epochs
+    assert "time limit reached after epoch 1" in err  # --time-limit wins over the budget's (progress: stderr)
     assert read_description(run / "model.simpsons").metadata["metrics"]["epochs_done"] == 1
 
     code, out, err = run_cli(capsys, "train", "--resume", run)
