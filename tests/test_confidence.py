@@ -570,8 +570,8 @@ def test_study_of_the_shipped_model_on_the_real_test_set(capsys, tmp_path, share
     assert {"images", "accuracy", "figures", "curves", "recommended", "calibration", "plots"} <= set(payload)
     assert payload["images"] == 801
     # the shipped bundle carries the prior correction this study chooses (0.1: MODEL_CARD.md)
-    assert payload["prior_correction"]["strength"] == read_description(default_model_path())["prior_correction"][
-        "strength"] == 0.1
+    assert payload["prior_correction"]["strength"] == read_description(default_model_path()).prior_correction.strength \
+        == 0.1
     calibration = payload["calibration"]
     assert {"temperature", "ece_before", "ece_after", "validation_images"} <= set(calibration)
     assert calibration["ece_after"] <= calibration["ece_before"]

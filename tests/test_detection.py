@@ -455,9 +455,9 @@ def test_train_stop_resume_and_evaluate_a_detector_end_to_end(capsys, tmp_path):
     data = write_shapes_dataset(tmp_path / "data")
     run = tmp_path / "run"
     options = ["--boxes", data / "annotation.txt", "--image-size", "64", "--batch-size", "4", "--min-images", "1"]
-    code, out, _ = run_cli(capsys, "train", data / "train", "--out", run, "--epochs", "2", "--time-limit", "0.0001",
-                           "--test", data / "train", *options)
-    assert code == 0 and "time limit reached after epoch 1" in out
+    code, out, err = run_cli(capsys, "train", data / "train", "--out", run, "--epochs", "2", "--time-limit", "0.0001",
+                             "--test", data / "train", *options)
+    assert code == 0 and "time limit reached after epoch 1" in err  # progress is logged on stderr
     assert json.loads((run / "run.json").read_text())["task"] == "detection"
     assert len((run / "history.csv").read_text().splitlines()) == 2
     code, out, _ = run_cli(capsys, "train", "--resume", run)
