@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import one_line_error, run_cli
 
 from simpsons.boxes import read_boxes
 from simpsons.cli import main
@@ -277,19 +278,6 @@ def test_the_detector_answers_in_the_pictures_own_pixels(tiny_detector):
 
 
 # --------------------------------------------------------------------------- the commands
-
-
-def run_cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("simpsons: error: "), err
-    return lines[0]
 
 
 def test_detect_json_gives_one_object_per_picture(capsys, tiny_detector, sample_paths, tmp_path):
