@@ -270,7 +270,7 @@ def test_ctrl_c_keeps_every_finished_episode(series_dir, tmp_path):
         shutil.copyfile(series_dir / "season1" / "comic_shop.mp4", series_dir / "season2" / f"shop{copy}.mp4")
     out = tmp_path / "out"
     command = [sys.executable, "-m", "simpsons.cli", "video", str(series_dir), "--out-dir", str(out),
-               "--workers", "1", "--sample-fps", "1", "--crops", "full"]
+               "--workers", "1", "--sample-fps", "0", "--crops", "full"]  # every frame: no run ends before Ctrl-C
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)  # its own process group, as a terminal's
