@@ -509,25 +509,16 @@ def run_export(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from simpsons.data import BadFile, describe_bad_files, gather_files
+    from simpsons.data import answer_in_batches, describe_bad_files, gather_files
     from simpsons.prediction import Predictor
 
     files = gather_files(args.paths)
     predictor = Predictor.load(args.model, args.backend)
-    readable, batch, predictions, bad = [], [], [], []
-    for path, pixels in predictor.prepare_files(files):  # decoded by a pool of threads, ahead of the network
-        if isinstance(pixels, str):
-            bad.append(BadFile(str(path), pixels))
-            continue
-        readable.append(path)
-        batch.append(pixels)
-        if len(batch) == PREDICT_BATCH:
-            predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
-            batch = []
+    readable, predictions, bad = answer_in_batches(  # decoded by a pool of threads, ahead of the network
+        predictor.prepare_files(files), PREDICT_BATCH,
+        lambda batch: predictor.predict_pixels(np.stack(batch), top_k=args.top_k))
     if not readable:
         raise SimpsonsError(f"no readable image among {len(files)} file(s)")
-    if batch:
-        predictions += predictor.predict_pixels(np.stack(batch), top_k=args.top_k)
     if args.json:
         for path, prediction in zip(readable, predictions):
             print(json.dumps({"path": str(path), **prediction.as_dict()}))

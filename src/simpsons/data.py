@@ -17,9 +17,11 @@ import os
 import re
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -406,6 +408,25 @@ def relabel(data: LabelledImages, characters: list[str]) -> LabelledImages:
     subset.labels = np.array([old_to_new[int(label)] for label in subset.labels], dtype=np.int64)
     subset.characters = list(characters)
     return subset
+
+
+def answer_in_batches(prepared: Iterable[tuple[Path, Any]], batch_size: int,
+                      answer: Callable[[list[Any]], list[Any]]) -> tuple[list[Path], list[Any], list[BadFile]]:
+    """Answer prepared files ``batch_size`` at a time: ``prepared`` yields ``(path, item)``, or ``(path, reason)``
+    (a string) for a file that could not be read; returns the readable paths, one answer each, and the skipped."""
+    readable, batch, answers, bad = [], [], [], []
+    for path, item in prepared:
+        if isinstance(item, str):
+            bad.append(BadFile(str(path), item))
+            continue
+        readable.append(path)
+        batch.append(item)
+        if len(batch) == batch_size:
+            answers += answer(batch)
+            batch = []
+    if batch:
+        answers += answer(batch)
+    return readable, answers, bad
 
 
 def describe_bad_files(bad: list[BadFile], limit: int = 10) -> str:

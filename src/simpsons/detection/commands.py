@@ -118,27 +118,18 @@ def run_detect(args: argparse.Namespace) -> int:
     """``detect PATHS...``: a table, or one JSON object per picture; ``--out-dir`` draws the boxes."""
     import numpy as np
 
-    from simpsons.data import IMAGE_SUFFIXES, BadFile, describe_bad_files, gather_files
+    from simpsons.data import IMAGE_SUFFIXES, answer_in_batches, describe_bad_files, gather_files
     from simpsons.detection.detector import Detector
 
     files = gather_files(args.paths, IMAGE_SUFFIXES, kind="picture")
     drawn_paths = _drawn_paths(files, Path(args.out_dir)) if args.out_dir else {}
     detector = Detector.load(args.model)
-    readable, batch, placements, found, bad = [], [], [], [], []
-    for path, prepared in detector.prepare_files(files):
-        if isinstance(prepared, str):
-            bad.append(BadFile(str(path), prepared))
-            continue
-        readable.append(path)
-        batch.append(prepared[0])
-        placements.append(prepared[1])
-        if len(batch) == DETECT_BATCH:
-            found += detector.detect_prepared(np.stack(batch), placements, args.min_prob)
-            batch, placements = [], []
+    readable, found, bad = answer_in_batches(
+        detector.prepare_files(files), DETECT_BATCH,
+        lambda batch: detector.detect_prepared(np.stack([pixels for pixels, _ in batch]),
+                                               [placement for _, placement in batch], args.min_prob))
     if not readable:
         raise SimpsonsError(f"no readable picture among {len(files)} file(s)")
-    if batch:
-        found += detector.detect_prepared(np.stack(batch), placements, args.min_prob)
     if args.json:
         for path, detections in zip(readable, found):
             print(json.dumps({"path": str(path), "detections": [d.as_dict() for d in detections]}))
