@@ -72,3 +72,19 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64 px detector bundle for three characters (random weights: its answers mean nothing)."""
+    import keras
+
+    from simpsons.detection.bundle import DetectorBundle, save_detector
+    from simpsons.detection.model import build_detector
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("detectors") / "tiny.detector.simpsons"
+    model = build_detector(3, 64, width=16)
+    save_detector(DetectorBundle(model, ["bart_simpson", "homer_simpson", "lisa_simpson"], 64, 8,
+                                 {"note": "made by the tests"}), path)
+    return path

@@ -207,21 +207,6 @@ def test_iou():
 # --------------------------------------------------------------------------- the network and its bundle
 
 
-@pytest.fixture(scope="module")
-def tiny_detector(tmp_path_factory) -> Path:
-    """A 64 px detector bundle for three characters (random weights: its answers mean nothing)."""
-    import keras
-
-    from simpsons.detection.model import build_detector
-
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("detectors") / "tiny.detector.simpsons"
-    model = build_detector(3, 64, width=16)
-    save_detector(DetectorBundle(model, ["bart_simpson", "homer_simpson", "lisa_simpson"], 64, 8,
-                                 {"note": "made by the tests"}), path)
-    return path
-
-
 def test_the_detector_bundle_saves_and_loads(tiny_detector, tmp_path):
     description = read_detector_description(tiny_detector)
     assert description["format"] == "simpsons-detector-bundle" and description["stride"] == 8
