@@ -1,7 +1,8 @@
 """The Python API: name the characters in pictures, analyse a video, measure a model on labelled pictures.
 
-Everything goes through the one ``Predictor`` that the command line uses, so the answers are the same
-as ``simpsons predict``, ``simpsons video`` and ``simpsons evaluate`` give.
+Everything goes through the one ``Predictor`` that the command line uses (and ``analyse_video(detect=True)``
+through its ``Detector``), so the answers are the same as ``simpsons predict``, ``simpsons video`` and
+``simpsons evaluate`` give.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from simpsons.errors import SimpsonsError
 from simpsons.prediction import Prediction, Predictor
 
 if TYPE_CHECKING:
+    from simpsons.detection.detector import Detector
     from simpsons.video import Sample, Segment, VideoInfo
 
 ImageInput = str | Path | Image.Image | np.ndarray
@@ -101,21 +103,45 @@ class Timeline:
 
 
 def analyse_video(path: str | Path, model: Model | str | Path | None = None, *, sample_fps: float = 2.0,
-                  crops: Sequence[str] = ("full", "left", "right"), min_prob: float | None = None,
-                  smooth: int = 3, progress: bool = False) -> Timeline:
+                  crops: Sequence[str] | None = None, min_prob: float | None = None, smooth: int = 3,
+                  progress: bool = False, detect: bool = False,
+                  detector: Detector | str | Path | None = None) -> Timeline:
     """The timeline of a video, as ``simpsons video`` finds it: ``sample_fps`` frames a second (0: every
-    frame), each cut into ``crops``, a character present where its probability reaches ``min_prob`` (default:
-    the model's threshold, at least 0.5), smoothed by a majority over ``smooth`` neighbouring samples."""
+    frame), each cut into ``crops`` (default full, left, right), a character present where its probability
+    reaches ``min_prob`` (default: the model's threshold, at least 0.5), smoothed by a majority over ``smooth``
+    neighbouring samples.
+
+    ``detect=True`` (``simpsons video --detect``) finds the characters with a detector instead: ``detector`` is
+    a detector bundle's path or a loaded ``Detector`` (default: the shipped one); a character is present where
+    it has a box at or above ``min_prob`` (default 0.3), wherever it stands, and each sample lists its
+    ``boxes`` (``Detection``: character, probability, box in the frame's pixels). ``model`` and ``crops`` are
+    the classifier's: giving them with ``detect`` is an error, and so is ``detector`` without it."""
     from simpsons.video import analyse_video as analyse
     from simpsons.video import parse_crops, screen_time
 
-    try:
-        chosen = parse_crops(",".join(crops))
-    except ValueError as error:
-        raise SimpsonsError(str(error)) from None
-    result = analyse(path, _model(model).predictor, sample_fps=sample_fps, crops=chosen, min_prob=min_prob,
-                     window=smooth, progress=progress)
+    if detect:
+        answerer = _detector(model, crops, detector)
+        chosen = None
+    else:
+        if detector is not None:
+            raise SimpsonsError("detector is the detector of detect=True: add detect=True")
+        answerer = _model(model).predictor
+        try:
+            chosen = parse_crops(",".join(("full", "left", "right") if crops is None else crops))
+        except ValueError as error:
+            raise SimpsonsError(str(error)) from None
+    result = analyse(path, answerer, sample_fps=sample_fps, crops=chosen, min_prob=min_prob, window=smooth,
+                     progress=progress)
     return Timeline(result.info, result.segments, screen_time(result.segments), result.samples, result.seconds)
+
+
+def _detector(model, crops, detector: Detector | str | Path | None) -> Detector:
+    """The detector of ``analyse_video(detect=True)``; the classifier's ``model`` or ``crops`` refused."""
+    from simpsons.detection.detector import Detector
+
+    if model is not None or crops is not None:
+        raise SimpsonsError("model and crops are the classifier's: with detect=True, give detector= instead")
+    return detector if isinstance(detector, Detector) else Detector.load(detector)
 
 
 @dataclass

@@ -238,6 +238,8 @@ def _with_label_action(argv: list[str]) -> list[str]:
 
 def add_video_command(commands: argparse._SubParsersAction) -> None:
     """``video INPUTS...``: who is on screen when."""
+    from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY
+
     video = commands.add_parser("video", help="who is on screen when: segments, screen time, SRT, chart, "
                                               "annotated video")
     video.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -253,12 +255,17 @@ def add_video_command(commands: argparse._SubParsersAction) -> None:
     video.add_argument("--srt", metavar="FILE", help="write SRT subtitles naming who is on screen")
     video.add_argument("--chart", metavar="FILE", help="write the timeline chart (one lane per character) as PNG")
     video.add_argument("--sample-fps", type=float, default=2.0, metavar="F",
-                       help="frames classified per second of video (default 2; 0 = every frame)")
-    video.add_argument("--crops", default="left,right,full", help="crops per frame (default left,right,full)")
+                       help="frames analysed per second of video (default 2; 0 = every frame)")
+    video.add_argument("--crops", help="crops per frame the classifier names (default left,right,full)")
+    video.add_argument("--detect", action="store_true",
+                       help="find the characters with a detector instead: every character in each sampled frame, "
+                            "wherever it stands, with its box (drawn on --out's video)")
+    video.add_argument("--detector", metavar="BUNDLE", help="detector bundle for --detect (default: the shipped one)")
     video.add_argument("--batch-frames", type=_positive, default=16, metavar="N",
-                       help="frames whose crops go through the model together (default 16)")
+                       help="frames that go through the model together (default 16)")
     video.add_argument("--min-prob", type=float, metavar="P",
-                       help="presence threshold (default: the bundle's threshold, else 0.5)")
+                       help=f"presence threshold (default: the bundle's threshold, else 0.5; with --detect, a box "
+                            f"at or above {DEFAULT_MIN_PROBABILITY})")
     video.add_argument("--smooth", type=_positive, default=3, metavar="N",
                        help="majority filter over N neighbouring samples, odd (default 3; 1 = none)")
     video.add_argument("--workers", type=_positive, metavar="N",
@@ -599,15 +606,20 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_video(args: argparse.Namespace) -> int:
     from simpsons import video as videos
+    from simpsons.detection.bundle import read_detector_description
+    from simpsons.detection.detector import Detector, detector_path
     from simpsons.frames import probe
     from simpsons.prediction import Predictor
 
     options = _video_options(args)
+    model = args.detector if options.detect else args.model
     given = videos.Outputs(*(Path(p) if p else None for p in (args.timeline, args.srt, args.chart, args.out)))
     if len(args.inputs) == 1 and Path(args.inputs[0]).is_dir():
         from simpsons.series import run_series
 
-        run_series(args.inputs[0], args.out_dir, given, options, args.model, args.workers, args.cluster)
+        if options.detect:  # a missing or foreign detector fails here, not once per episode
+            read_detector_description(detector_path(model))
+        run_series(args.inputs[0], args.out_dir, given, options, model, args.workers, args.cluster)
         return 0
     if args.workers or args.cluster:
         raise SimpsonsError("--workers and --cluster take one folder of episodes")
@@ -617,18 +629,18 @@ def run_video(args: argparse.Namespace) -> int:
     plans = videos.plan_outputs(found, given, args.out_dir and Path(args.out_dir), derive)
     if not several:
         probe(plans[0][0])  # a broken file fails before the model loads
-    predictor = Predictor.load(args.model, args.backend)
+    answerer = Detector.load(model) if options.detect else Predictor.load(model, args.backend)
     failed = []
     for path, outputs in plans:
         try:
-            result, written = videos.process_video(path, predictor, options, outputs, str(args.model or "default"))
+            result, written = videos.process_video(path, answerer, options, outputs, str(model or "default"))
         except SimpsonsError as error:
             if not several:
                 raise
             print(f"simpsons: skipped: {error}", file=sys.stderr)
             failed.append(str(path))
             continue
-        _print_video_result(result, len(options.crops), written)
+        _print_video_result(result, options, written)
     if failed:
         raise SimpsonsError(f"{len(failed)} of {len(plans)} videos failed: {', '.join(failed)}")
     return 0
@@ -637,8 +649,12 @@ def run_video(args: argparse.Namespace) -> int:
 def _video_options(args: argparse.Namespace):  # -> simpsons.video.Options
     from simpsons import video as videos
 
+    if args.detect:
+        _refuse_classifier_options(args)
+    elif args.detector:
+        raise SimpsonsError("--detector chooses the detector of --detect: add --detect")
     try:
-        crops = videos.parse_crops(args.crops)
+        crops = videos.CROPS if args.crops is None else videos.parse_crops(args.crops)
     except ValueError as error:
         raise SimpsonsError(str(error)) from None
     if args.sample_fps < 0:
@@ -647,15 +663,25 @@ def _video_options(args: argparse.Namespace):  # -> simpsons.video.Options
         raise SimpsonsError("--min-prob must be between 0 and 1")
     if args.smooth % 2 == 0:
         raise SimpsonsError("--smooth must be an odd number of samples")
-    return videos.Options(args.sample_fps, crops, args.batch_frames, args.min_prob, args.smooth)
+    return videos.Options(args.sample_fps, crops, args.batch_frames, args.min_prob, args.smooth, args.detect)
 
 
-def _print_video_result(result, crops: int, written: list) -> None:
+def _refuse_classifier_options(args: argparse.Namespace) -> None:
+    """``video --detect`` with an option of the classifier: one line saying what --detect uses instead."""
+    if args.crops is not None:
+        raise SimpsonsError("--crops cut frames for the classifier: --detect finds the characters in whole frames")
+    for flag, value in (("--model", args.model), ("--backend", args.backend)):
+        if value is not None:
+            raise SimpsonsError(f"{flag} is the classifier's: with --detect, give the detector as --detector BUNDLE")
+
+
+def _print_video_result(result, options, written: list) -> None:  # options: simpsons.video.Options
     from simpsons.video import summary_table
 
     info = result.info
+    answers = "through the detector" if options.detect else f"x {len(options.crops)} crops"
     print(f"{info.path}: {info.width}x{info.height}, {info.fps:.2f} fps, {info.frames} frames, "
-          f"{info.duration:.1f} s; {len(result.samples)} samples x {crops} crops in {result.seconds:.1f} s "
+          f"{info.duration:.1f} s; {len(result.samples)} samples {answers} in {result.seconds:.1f} s "
           f"({result.frames_per_second:.0f} frames/s)")
     print(summary_table(result.segments, info))
     for path in written:

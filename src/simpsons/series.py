@@ -33,6 +33,7 @@ from simpsons.video import DEFAULT_OUTPUTS, Options, Outputs, find_videos, plan_
 if TYPE_CHECKING:  # Dask and the network load only when a series runs
     from distributed import Client, Future
 
+    from simpsons.detection.detector import Detector
     from simpsons.prediction import Predictor
 
 SERIES_FILES = ("series.csv", "series.json", "series.png")
@@ -95,28 +96,33 @@ _loading = threading.Lock()
 
 
 @lru_cache(maxsize=2)
-def _cached_predictor(model: str | None) -> Predictor:
+def _cached_model(model: str | None, detect: bool) -> Predictor | Detector:
+    if detect:
+        from simpsons.detection.detector import Detector
+
+        return Detector.load(model)
     from simpsons.prediction import Predictor
 
     return Predictor.load(model)
 
 
-def worker_predictor(model: str | None) -> Predictor:
-    """The model, loaded once per worker process."""
+def worker_model(model: str | None, detect: bool = False) -> Predictor | Detector:
+    """The classifier, or the detector with ``detect``, loaded once per worker process."""
     with _loading:
-        return _cached_predictor(model)
+        return _cached_model(model, detect)
 
 
 def analyse_episode(path: Path, outputs: Outputs, options: Options, model: str | None,
                     model_name: str = "default") -> tuple[float, float] | str:
-    """One task: analyse the video with ``model`` (``None``: the shipped one) and write its outputs, whose
-    settings name the model ``model_name``.
+    """One task: analyse the video with ``model`` (the classifier, or the detector when ``options.detect``;
+    ``None``: the shipped one) and write its outputs, whose settings name the model ``model_name``.
 
     Returns the video's and the analysis's seconds, or why the video cannot be analysed (a broken file is an
     answer, not a failure of the worker); other errors raise.
     """
     try:
-        result, _ = process_video(path, worker_predictor(model), options, outputs, model_name, progress=False)
+        result, _ = process_video(path, worker_model(model, options.detect), options, outputs, model_name,
+                                  progress=False)
     except SimpsonsError as error:
         return str(error)
     return result.info.duration, result.seconds

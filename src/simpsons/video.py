@@ -1,5 +1,6 @@
-"""Who is on screen when: sample a video's frames, classify crops of them, smooth and cut into segments (see
-``timeline``), and write the timeline, subtitles, chart and annotated video."""
+"""Who is on screen when: sample a video's frames, answer them with the classifier (fixed crops of each frame)
+or the detector (boxes anywhere in it), smooth and cut into segments (see ``timeline``), and write the timeline,
+subtitles, chart and annotated video."""
 
 from __future__ import annotations
 
@@ -9,41 +10,142 @@ import queue
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image
 
 from simpsons.data import NO_CHARACTER, gather_files
-from simpsons.errors import SimpsonsError
+from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.files import replacing, write_atomically
 from simpsons.frames import (CROPS, VIDEO_SUFFIXES, VideoInfo, crop_frame, demuxed, error_reason, frame_seconds,
                              open_video, probe, sampled_frames, video_info)
 from simpsons.prediction import UNKNOWN, Prediction, Predictor
 from simpsons.timeline import Segment, find_segments, sample_ends, screen_time, smooth, srt_text, timeline_csv
 
+if TYPE_CHECKING:  # the detector's modules (and SciPy) load when a video is analysed with one
+    from simpsons.detection.detector import Detection, Detector
+    from simpsons.detection.placement import Placement
+
 DEFAULT_PRESENCE = 0.5
 logger = logging.getLogger(__name__)
 _DONE = object()
 
 
-# --------------------------------------------------------------------------- classification
+# --------------------------------------------------------------------------- what answers the frames
 
 
 @dataclass
 class Sample:
-    """One sampled frame: its time and one prediction per crop."""
+    """One sampled frame: its time and one prediction per crop (the classifier), or the boxes found in it
+    (the detector: ``crops`` is empty; ``boxes`` is ``None`` for the classifier)."""
 
     time: float
     crops: dict[str, Prediction]
+    boxes: list[Detection] | None = None
 
 
-def _decode_into(path: Path, sample_fps: float, crops: tuple[str, ...], predictor: Predictor,
-                 out: queue.Queue, stop: threading.Event, progress) -> None:
-    """Background decoder: puts ``(seconds, pixels of the crops)`` then ``_DONE`` (or the exception)."""
+Presence = tuple[np.ndarray, np.ndarray, list[list[set[str]]]]
+Painter = Callable[[Image.Image, int], Image.Image]
+
+
+class FrameAnswers(Protocol):
+    """What answers a batch of sampled frames: ``CropAnswers`` (the classifier on fixed crops of each frame) or
+    ``BoxAnswers`` (the detector's boxes). The sampling, batching, timeline and outputs are the same for both."""
+
+    characters: list[str]
+
+    def prepare(self, image: Image.Image) -> Any:
+        """One sampled frame ready for the network (called in the decoding thread)."""
+
+    def answer(self, times: list[float], prepared: list[Any]) -> list[Sample]:
+        """The samples of a batch of frames, from one network call."""
+
+    def presence(self, samples: list[Sample]) -> Presence:
+        """Per sample and character: present?, the best probability naming it, and the crops that did."""
+
+    def painter(self, samples: list[Sample], window: int) -> Painter:
+        """What the annotated video draws: ``paint(image, row)`` puts sample ``row``'s answers on a frame (in place
+        or on a copy, which it returns); the classifier's are smoothed over ``window`` samples like the presence."""
+
+
+class CropAnswers:
+    """The classifier's answer for each of the named ``crops`` of a frame (``CROPS``)."""
+
+    def __init__(self, predictor: Predictor, crops: tuple[str, ...] = CROPS, min_prob: float | None = None):
+        self.predictor, self.crops, self.min_prob = predictor, tuple(crops), min_prob
+        self.characters = list(predictor.characters)
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return np.stack([self.predictor.prepare(part) for part in crop_frame(image, self.crops)])
+
+    def answer(self, times: list[float], prepared: list[np.ndarray]) -> list[Sample]:
+        predictions = self.predictor.predict_pixels(np.concatenate(prepared), top_k=1)
+        count = len(self.crops)
+        return [Sample(seconds, dict(zip(self.crops, predictions[i * count : (i + 1) * count])))
+                for i, seconds in enumerate(times)]
+
+    def presence(self, samples: list[Sample]) -> Presence:
+        return presence_matrix(samples, self.predictor, self.min_prob)
+
+    def painter(self, samples: list[Sample], window: int) -> Painter:
+        labels = crop_labels(samples, self.predictor, self.min_prob, window)
+
+        def paint(image: Image.Image, row: int) -> Image.Image:
+            draw_labels(image, labels[row], label_font(image.height))
+            return image
+
+        return paint
+
+
+class BoxAnswers:
+    """The detector's boxes in each whole frame: every character it finds at or above ``min_prob`` (default the
+    detector's ``DEFAULT_MIN_PROBABILITY``), wherever it stands."""
+
+    def __init__(self, detector: Detector, min_prob: float | None = None):
+        from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY
+
+        self.detector = detector
+        self.min_prob = DEFAULT_MIN_PROBABILITY if min_prob is None else min_prob
+        self.characters = list(detector.characters)
+
+    def prepare(self, image: Image.Image) -> tuple[np.ndarray, Placement]:
+        return self.detector.prepare(image)
+
+    def answer(self, times: list[float], prepared: list[tuple[np.ndarray, Placement]]) -> list[Sample]:
+        found = self.detector.detect_prepared(np.stack([canvas for canvas, _ in prepared]),
+                                              [placement for _, placement in prepared], self.min_prob)
+        return [Sample(seconds, {}, boxes) for seconds, boxes in zip(times, found)]
+
+    def presence(self, samples: list[Sample]) -> Presence:
+        return box_presence(samples, self.characters)
+
+    def painter(self, samples: list[Sample], window: int) -> Painter:
+        from simpsons.detection.drawing import draw_detections  # here: it loads Matplotlib
+
+        return lambda image, row: draw_detections(image, samples[row].boxes or [], self.characters)
+
+
+def frame_answers(model: Predictor | Detector, crops: tuple[str, ...] | None = None,
+                  min_prob: float | None = None) -> FrameAnswers:
+    """The classifier's answers on ``crops`` (default ``CROPS``) for a ``Predictor``, else the detector's boxes;
+    crops given with a detector raise ``ParameterError``."""
+    if isinstance(model, Predictor):
+        return CropAnswers(model, CROPS if crops is None else crops, min_prob)
+    if crops is not None:
+        raise ParameterError("crops", "{name} cut frames for the classifier: a detector looks at whole frames")
+    return BoxAnswers(model, min_prob)
+
+
+def _decode_into(path: Path, sample_fps: float, prepare: Callable[[Image.Image], Any], out: queue.Queue,
+                 stop: threading.Event, progress) -> None:
+    """Background decoder: puts ``(seconds, prepared frame)`` then ``_DONE`` (or the exception)."""
     try:
         for seconds, image in sampled_frames(path, sample_fps):
             if stop.is_set():
@@ -52,17 +154,16 @@ def _decode_into(path: Path, sample_fps: float, crops: tuple[str, ...], predicto
                 progress.update(1)
             if image is None:
                 continue
-            pixels = np.stack([predictor.prepare(part) for part in crop_frame(image, crops)])
-            out.put((seconds, pixels))
+            out.put((seconds, prepare(image)))
         out.put(_DONE)
     except BaseException as error:  # handed to the main thread, which re-raises it
         out.put(error)
 
 
-def classify_video(path: str | Path, predictor: Predictor, sample_fps: float = 2.0,
-                   crops: tuple[str, ...] = CROPS, batch_frames: int = 16, progress: bool = True,
-                   info: VideoInfo | None = None) -> list[Sample]:
-    """Decode in a background thread and classify all crops of ``batch_frames`` frames per model call."""
+def answer_video(path: str | Path, answers: FrameAnswers, sample_fps: float = 2.0, batch_frames: int = 16,
+                 progress: bool = True, info: VideoInfo | None = None) -> list[Sample]:
+    """Decode and prepare the sampled frames in a background thread; ``answers`` takes ``batch_frames`` of them
+    per network call."""
     from tqdm import tqdm
 
     info = info or probe(path)
@@ -71,17 +172,17 @@ def classify_video(path: str | Path, predictor: Predictor, sample_fps: float = 2
     frames: queue.Queue = queue.Queue(maxsize=max(4, 2 * batch_frames))
     stop = threading.Event()
     worker = threading.Thread(target=_decode_into, daemon=True,
-                              args=(Path(path), sample_fps, tuple(crops), predictor, frames, stop, bar))
+                              args=(Path(path), sample_fps, answers.prepare, frames, stop, bar))
     worker.start()
     samples: list[Sample] = []
-    batch: list[tuple[float, np.ndarray]] = []
+    batch: list[tuple[float, Any]] = []
     try:
         while True:
             item = frames.get()
             if item is not _DONE and not isinstance(item, BaseException):
                 batch.append(item)
             if batch and (len(batch) >= batch_frames or item is _DONE or isinstance(item, BaseException)):
-                samples += _classify_batch(batch, predictor, crops)
+                samples += answers.answer([seconds for seconds, _ in batch], [prepared for _, prepared in batch])
                 batch = []
             if isinstance(item, BaseException):
                 raise item
@@ -97,15 +198,6 @@ def classify_video(path: str | Path, predictor: Predictor, sample_fps: float = 2
         bar.close()
     _check_complete(samples, info, sample_fps, path)
     return samples
-
-
-def _classify_batch(batch: list[tuple[float, np.ndarray]], predictor: Predictor, crops) -> list[Sample]:
-    """One network call for every crop of every frame in the batch."""
-    pixels = np.concatenate([crop_pixels for _, crop_pixels in batch])
-    predictions = predictor.predict_pixels(pixels, top_k=1)
-    count = len(crops)
-    return [Sample(seconds, dict(zip(crops, predictions[i * count : (i + 1) * count])))
-            for i, (seconds, _) in enumerate(batch)]
 
 
 def sample_period(info: VideoInfo, sample_fps: float) -> float:
@@ -162,6 +254,19 @@ def presence_matrix(samples: list[Sample], predictor: Predictor, min_prob: float
     return present, best, sides
 
 
+def box_presence(samples: list[Sample], characters: list[str]) -> Presence:
+    """Per sample and character: present when it has a box, the best box's probability, and no crops."""
+    index = {name: i for i, name in enumerate(characters)}
+    present = np.zeros((len(samples), len(index)), bool)
+    best = np.zeros((len(samples), len(index)), np.float32)
+    for row, sample in enumerate(samples):
+        for box in sample.boxes or []:
+            column = index[box.character]
+            present[row, column] = True
+            best[row, column] = max(best[row, column], box.probability)
+    return present, best, [[set() for _ in index] for _ in samples]
+
+
 # --------------------------------------------------------------------------- outputs
 
 
@@ -184,18 +289,27 @@ def summary_table(segments: list[Segment], info: VideoInfo) -> str:
 
 def timeline_payload(info: VideoInfo, samples: list[Sample], segments: list[Segment], smoothed: np.ndarray,
                      characters: list[str], settings: dict) -> dict:
-    """The JSON timeline: the video, the settings, the segments and every sample's per-crop predictions."""
+    """The JSON timeline: the video, the settings, the segments and every sample's per-crop predictions (and,
+    from the detector, its boxes in the frame's pixels)."""
     return {
         "video": info.as_dict(),
         "settings": settings,
         "screen_time": {name: round(seconds, 3) for name, seconds in screen_time(segments).items()},
         "segments": [segment.as_dict() for segment in segments],
-        "samples": [{"time": round(sample.time, 4),
-                     "crops": {crop: {key: value for key, value in p.as_dict().items() if key != "top_k"}
-                               for crop, p in sample.crops.items()},
-                     "present": [characters[c] for c in np.flatnonzero(smoothed[row])]}
+        "samples": [sample_payload(sample, [characters[c] for c in np.flatnonzero(smoothed[row])])
                     for row, sample in enumerate(samples)],
     }
+
+
+def sample_payload(sample: Sample, present: list[str]) -> dict:
+    """One sample in the JSON timeline: its time, crops (and boxes) and who is on screen after smoothing."""
+    payload = {"time": round(sample.time, 4),
+               "crops": {crop: {key: value for key, value in p.as_dict().items() if key != "top_k"}
+                         for crop, p in sample.crops.items()},
+               "present": present}
+    if sample.boxes is not None:
+        payload["boxes"] = [box.as_dict() for box in sample.boxes]
+    return payload
 
 
 def plot_timeline(segments: list[Segment], info: VideoInfo, path: str | Path) -> None:
@@ -276,18 +390,25 @@ class VideoResult:
         return self.info.frames / self.seconds if self.seconds > 0 else float("nan")
 
 
-def analyse_video(path: str | Path, predictor: Predictor, sample_fps: float = 2.0, crops: tuple[str, ...] = CROPS,
-                  batch_frames: int = 16, min_prob: float | None = None, window: int = 3,
-                  progress: bool = True) -> VideoResult:
-    """Sample, classify, smooth and cut a video into segments."""
+def analyse_video(path: str | Path, model: Predictor | Detector, sample_fps: float = 2.0,
+                  crops: tuple[str, ...] | None = None, batch_frames: int = 16, min_prob: float | None = None,
+                  window: int = 3, progress: bool = True) -> VideoResult:
+    """Sample, answer, smooth and cut a video into segments: with a ``Predictor``, the classifier on ``crops``
+    (default ``CROPS``) of each frame; with a ``Detector``, its boxes in the whole frame (see ``frame_answers``)."""
+    return analyse_with(path, frame_answers(model, crops, min_prob), sample_fps, batch_frames, window, progress)
+
+
+def analyse_with(path: str | Path, answers: FrameAnswers, sample_fps: float = 2.0, batch_frames: int = 16,
+                 window: int = 3, progress: bool = True) -> VideoResult:
+    """Sample a video, have ``answers`` answer the frames, smooth and cut into segments."""
     began = time.perf_counter()
     info = probe(path)
-    samples = classify_video(path, predictor, sample_fps, crops, batch_frames, progress, info)
-    present, best, sides = presence_matrix(samples, predictor, min_prob)
+    samples = answer_video(path, answers, sample_fps, batch_frames, progress, info)
+    present, best, sides = answers.presence(samples)
     smoothed = smooth(present, window)
     times = [s.time for s in samples]
     ends = sample_ends(times, sample_period(info, sample_fps), info.duration)
-    segments = find_segments(times, ends, smoothed, best, sides, list(predictor.characters))
+    segments = find_segments(times, ends, smoothed, best, sides, answers.characters)
     return VideoResult(info, samples, segments, smoothed, time.perf_counter() - began)
 
 
@@ -353,6 +474,7 @@ def _majority(predictions: list[Prediction], predictor: Predictor, min_prob: flo
     return labels
 
 
+@lru_cache(maxsize=4)
 def label_font(height: int):  # -> PIL.ImageFont.FreeTypeFont
     """Pillow's default font at a size readable on a frame ``height`` pixels high."""
     from PIL import ImageFont
@@ -392,9 +514,9 @@ def video_encoder() -> str:
 
 
 class _Annotator:
-    """Encodes each frame with the latest sample's labels drawn on it, keeping the frame's timestamp."""
+    """Encodes each frame with the latest sample's answers painted on it, keeping the frame's timestamp."""
 
-    def __init__(self, output, stream, times: list[float], labels: list[dict[str, CropLabel]]):
+    def __init__(self, output, stream, times: list[float], paint: Painter):
         codec = video_encoder()
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         time_base = stream.time_base
@@ -404,8 +526,7 @@ class _Annotator:
         self.size = (max(2, stream.codec_context.width // 2 * 2), max(2, stream.codec_context.height // 2 * 2))
         self.out.width, self.out.height = self.size
         self.out.pix_fmt = "yuv420p"
-        self.stream, self.times, self.labels = stream, times, labels
-        self.font = label_font(self.size[1])
+        self.stream, self.times, self.paint = stream, times, paint
         self.frames, self.sample, self.last_pts = 0, -1, None
 
     def encode(self, frame) -> list:  # -> list[av.Packet]
@@ -417,7 +538,7 @@ class _Annotator:
             self.sample += 1
         image = frame.to_image().crop((0, 0, *self.size))
         if self.sample >= 0:
-            draw_labels(image, self.labels[self.sample], self.font)
+            image = self.paint(image, self.sample)
         out = av.VideoFrame.from_image(image)
         pts = frame.pts if frame.pts is not None else round(seconds / self.stream.time_base)
         out.pts = pts if self.last_pts is None else max(pts, self.last_pts + 1)  # strictly increasing for the encoder
@@ -441,9 +562,10 @@ def _add_audio(output, container):  # -> tuple[input stream, output stream, re-e
     return audio, out, True
 
 
-def write_annotated(path: str | Path, target: str | Path, times: list[float], labels: list[dict[str, CropLabel]],
+def write_annotated(path: str | Path, target: str | Path, times: list[float], paint: Painter,
                     progress: bool = True) -> None:
-    """Every frame of the video with the latest sample's ``labels`` drawn on it, as an MP4 with the input's audio.
+    """Every frame of the video with the latest sample's answers painted on it (``paint(image, sample)``), as an
+    MP4 with the input's audio.
 
     Frames keep their timestamps (same count and rate). Written to a temporary file, renamed when complete.
     """
@@ -457,7 +579,7 @@ def write_annotated(path: str | Path, target: str | Path, times: list[float], la
                disable=None if progress else True, dynamic_ncols=True)
     try:
         with replacing(target) as partial, av.open(str(partial), "w", format="mp4") as output:
-            annotator = _Annotator(output, stream, times, labels)
+            annotator = _Annotator(output, stream, times, paint)
             audio, audio_out, reencode = _add_audio(output, container)
             for is_video, item in demuxed(container, stream, audio, reencode, path):
                 if is_video:
@@ -503,16 +625,24 @@ DEFAULT_OUTPUTS = Outputs(Path("timeline.json"), Path("subtitles.srt"), Path("ti
 
 @dataclass(frozen=True)
 class Options:
-    """How videos are analysed."""
+    """How videos are analysed: ``detect`` answers with a detector's boxes (``crops`` unused), else with the
+    classifier on ``crops``."""
 
     sample_fps: float = 2.0
     crops: tuple[str, ...] = CROPS
     batch_frames: int = 16
     min_prob: float | None = None
     window: int = 3
+    detect: bool = False
 
     def settings(self, model: str) -> dict:
-        """The settings as the JSON timeline records them."""
+        """The settings as the JSON timeline records them (with ``detect``: the threshold used, and no crops)."""
+        if self.detect:
+            from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY
+
+            threshold = DEFAULT_MIN_PROBABILITY if self.min_prob is None else self.min_prob
+            return {"model": model, "detect": True, "sample_fps": self.sample_fps, "crops": [],
+                    "min_prob": threshold, "smoothing_window": self.window}
         return {"model": model, "sample_fps": self.sample_fps, "crops": list(self.crops),
                 "min_prob": self.min_prob, "smoothing_window": self.window}
 
@@ -558,16 +688,18 @@ def plan_outputs(videos: list[tuple[Path, str]], given: Outputs, out_dir: Path |
     return plans
 
 
-def process_video(path: Path, predictor: Predictor, options: Options, outputs: Outputs, model: str = "default",
-                  progress: bool = True) -> tuple[VideoResult, list[Path]]:
-    """Analyse one video and write its outputs (the annotated video last); returns the result and the files."""
-    result = analyse_video(path, predictor, options.sample_fps, options.crops, options.batch_frames,
-                           options.min_prob, options.window, progress)
-    written = write_outputs(result.info, result.samples, result.segments, result.smoothed,
-                            list(predictor.characters), options.settings(model), outputs.timeline, outputs.srt,
-                            outputs.chart)
+def process_video(path: Path, model: Predictor | Detector, options: Options, outputs: Outputs,
+                  model_name: str = "default", progress: bool = True) -> tuple[VideoResult, list[Path]]:
+    """Analyse one video with the classifier, or the detector when ``options.detect``, and write its outputs (the
+    annotated video last); the settings name the model ``model_name``. Returns the result and the files."""
+    if options.detect == isinstance(model, Predictor):
+        raise ParameterError("model", "{name} must be a Detector when the options detect, else a Predictor")
+    answers = frame_answers(model, None if options.detect else options.crops, options.min_prob)
+    result = analyse_with(path, answers, options.sample_fps, options.batch_frames, options.window, progress)
+    written = write_outputs(result.info, result.samples, result.segments, result.smoothed, answers.characters,
+                            options.settings(model_name), outputs.timeline, outputs.srt, outputs.chart)
     if outputs.video:
-        labels = crop_labels(result.samples, predictor, options.min_prob, options.window)
-        write_annotated(path, outputs.video, [s.time for s in result.samples], labels, progress)
+        paint = answers.painter(result.samples, options.window)
+        write_annotated(path, outputs.video, [s.time for s in result.samples], paint, progress)
         written.append(outputs.video)
     return result, written

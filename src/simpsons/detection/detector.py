@@ -29,6 +29,15 @@ def default_detector_path() -> Path:
     return Path(str(resources.files("simpsons") / "assets" / "default.detector.simpsons"))
 
 
+def detector_path(path: str | Path | None = None) -> Path:
+    """``path``, or the shipped detector's when ``None`` (``SimpsonsError`` when none ships with this install)."""
+    if path is not None:
+        return Path(path)
+    if not default_detector_path().is_file():
+        raise SimpsonsError(NO_DEFAULT_DETECTOR)
+    return default_detector_path()
+
+
 @dataclass(frozen=True)
 class Detection:
     """One character found in a picture: its name, the probability of its box, and the box ``x1, y1, x2, y2``
@@ -56,11 +65,7 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path | None = None) -> Detector:
         """The detector bundle at ``path``, or the shipped one."""
-        if path is None:
-            path = default_detector_path()
-            if not path.is_file():
-                raise SimpsonsError(NO_DEFAULT_DETECTOR)
-        return cls(load_detector(path))
+        return cls(load_detector(detector_path(path)))
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Placement]:
         """The picture letterboxed onto the network's canvas, and where it sits there."""
