@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from machine import machine  # noqa: E402  (bench/machine.py, beside this script)
 from simpsons.prediction import Predictor, default_model_path  # noqa: E402
 from simpsons.frames import CROPS, crop_frame, probe, sampled_frames  # noqa: E402
-from simpsons.video import analyse_video, crop_labels, write_annotated  # noqa: E402
+from simpsons.video import CropAnswers, analyse_video, write_annotated  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "videos"
 SHORT_CLIP = VIDEOS / "comic_shop.mp4"
@@ -86,12 +86,12 @@ def without_thread(clip: Path, predictor: Predictor, sample_fps: float, batch_fr
 def annotation(clip: Path, predictor: Predictor, target: Path) -> Callable[[], float]:
     """The ``--out`` pass alone: decode every frame, draw the labels, encode H.264."""
     result = analyse_video(clip, predictor, progress=False)
-    labels = crop_labels(result.samples, predictor)
+    paint = CropAnswers(predictor).painter(result.samples, window=3)
     times = [sample.time for sample in result.samples]
 
     def run() -> float:
         began = time.perf_counter()
-        write_annotated(clip, target, times, labels, progress=False)
+        write_annotated(clip, target, times, paint, progress=False)
         return time.perf_counter() - began
     return run
 
