@@ -14,9 +14,8 @@ PACKAGE = REPO_ROOT / "src" / "simpsons"
 # names its modules ("detection.model") where they belong to different ones.
 STAGES = [
     {"errors", "extras", "files", "plots", "frames", "timeline", "data", "boxes", "bundle", "models", "detection",
-     "detection.placement", "detection.targets", "detection.decode", "detection.mosaic", "detection.model",
-     "detection.bundle"},
-    {"onnx_network", "backends", "prediction", "detection.detector", "detection.drawing"},
+     "detection.placement", "detection.targets", "detection.decode", "detection.mosaic", "detection.model"},
+    {"onnx_network", "backends", "prediction", "detection.bundle", "detection.detector", "detection.drawing"},
     {"evaluation", "calibration", "open_set", "confidence", "detection.evaluation"},
     {"video", "labelling"},
     {"training", "export", "series", "detection.training"},

@@ -16,6 +16,7 @@ from simpsons.detection.commands import (
     describe_detector_presets,
     run_detect,
     run_evaluate_detector,
+    run_export_detector,
     run_train_detector,
     wants_detector_training,
 )
@@ -153,8 +154,8 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
     """``export [BUNDLE] --onnx FILE``."""
-    export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
-    export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
+    export = commands.add_parser("export", help="export a model or detector bundle to ONNX (runs with ONNX Runtime)")
+    export.add_argument("bundle", nargs="?", help="model or detector bundle to export (default: the shipped model)")
     export.add_argument("--onnx", required=True,
                         help="output .onnx file: beside the bundle with its name (model.onnx for model.simpsons), "
                              "every command answers for the bundle through it; alone, usable as --model")
@@ -487,14 +488,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from simpsons.bundle import load_bundle, network_fingerprint
+    from simpsons.detection.bundle import is_detector_bundle
     from simpsons.export import export_onnx, export_onnx_int8
     from simpsons.prediction import default_model_path
 
     if not args.onnx.endswith(".onnx"):
         raise SimpsonsError("the exported file name must end in .onnx")
+    source = args.bundle or default_model_path()
+    if is_detector_bundle(source):
+        return run_export_detector(args, source)
     if args.int8 and not Path(args.int8).exists():
         raise SimpsonsError(f"dataset folder not found: {args.int8}")
-    source = args.bundle or default_model_path()
     bundle = load_bundle(source)
     fingerprint = network_fingerprint(source)
     if args.int8:

@@ -1,4 +1,4 @@
-"""The detector on the command line: ``detect``, ``train --boxes`` and ``evaluate --boxes``.
+"""The detector on the command line: ``detect``, ``train --boxes``, ``evaluate --boxes`` and ``export``.
 
 ``cli`` adds these options to its parser and hands the commands over; every error is a ``SimpsonsError``,
 which it prints as one line.
@@ -32,7 +32,8 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
 
     detect = commands.add_parser("detect", help="find every character in pictures: boxes and names")
     detect.add_argument("paths", nargs="+", help="image files or folders")
-    detect.add_argument("--model", help="detector bundle (default: the shipped detector)")
+    detect.add_argument("--model", help="detector bundle (with its .onnx export beside it: no Keras needed) or "
+                                        "exported .onnx file (default: the shipped detector)")
     detect.add_argument("--json", action="store_true",
                         help="one JSON object per picture: path and detections (character, probability, box "
                              "x1, y1, x2, y2 in the picture's pixels), most probable first")
@@ -85,6 +86,19 @@ def run_train_detector(args: argparse.Namespace) -> int:
     train_detector(args.data, args.boxes, args.out, recipe, seed=args.seed, min_images=args.min_images,
                    characters=args.characters, init_bundle=args.init, time_limit_minutes=args.time_limit,
                    test_dir=args.test)
+    return 0
+
+
+def run_export_detector(args: argparse.Namespace, source: str | Path) -> int:
+    """``export DETECTOR.simpsons --onnx FILE``: the detector's network as ONNX, float only."""
+    from simpsons.bundle import network_fingerprint
+    from simpsons.detection.bundle import load_detector
+    from simpsons.export import export_detector_onnx
+
+    if args.int8:
+        raise SimpsonsError("--int8 quantizes a classifier; a detector exports in float only")
+    export_detector_onnx(load_detector(source), args.onnx, source=network_fingerprint(source))
+    print(f"wrote {args.onnx}")
     return 0
 
 
