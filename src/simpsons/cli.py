@@ -143,10 +143,12 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     """``evaluate DATA``: per-character metrics on a labelled set."""
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
     evaluate.add_argument("data", help="labelled images (either layout)")
-    evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
+    evaluate.add_argument("--model", help="model bundle (default: the shipped model); with --boxes, a detector bundle "
+                                          "or its exported .onnx file")
     _add_backend(evaluate)
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
-    evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
+    evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here (with --boxes: "
+                                               "scores, precision-recall curves and the worst misses)")
     evaluate.add_argument("--write", action="store_true",
                           help="store the test accuracy in the bundle given by --model (what `serve` shows)")
     add_boxes_option(evaluate, "measure a detector (--model DETECTOR) on the boxed pictures under DATA")
