@@ -322,9 +322,8 @@ def test_detect_bad_input_is_one_line(capsys, tiny_detector, tiny_bundle, tmp_pa
 def test_evaluate_and_train_refuse_what_a_detector_does_not_take(capsys, tiny_detector, tmp_path, samples_dir):
     boxes = tmp_path / "annotation.txt"
     boxes.write_text(f"{samples_dir / 'bart_simpson_0.jpg'},5,5,60,90,bart_simpson\n")
-    code, _, err = run_cli(capsys, "evaluate", samples_dir, "--boxes", boxes, "--model", tiny_detector,
-                           "--report-dir", tmp_path / "report")
-    assert code == 2 and "--report-dir" in one_line_error(err)
+    code, _, err = run_cli(capsys, "evaluate", samples_dir, "--boxes", boxes, "--model", tiny_detector, "--write")
+    assert code == 2 and "--write" in one_line_error(err)
     code, _, err = run_cli(capsys, "evaluate", tmp_path, "--boxes", boxes, "--model", tiny_detector)
     assert code == 2 and "none of the boxes" in one_line_error(err)
     code, _, err = run_cli(capsys, "train", samples_dir, "--boxes", boxes, "--out", tmp_path / "run",

@@ -14,10 +14,9 @@ PACKAGE = REPO_ROOT / "src" / "simpsons"
 # names its modules ("detection.model") where they belong to different ones.
 STAGES = [
     {"errors", "extras", "files", "plots", "frames", "timeline", "data", "boxes", "bundle", "models", "detection",
-     "detection.placement", "detection.targets", "detection.decode", "detection.mosaic", "detection.model",
-     "detection.bundle"},
-    {"onnx_network", "backends", "prediction", "detection.detector", "detection.drawing"},
-    {"evaluation", "calibration", "open_set", "confidence", "detection.evaluation"},
+     "detection.placement", "detection.targets", "detection.decode", "detection.mosaic", "detection.model"},
+    {"onnx_network", "backends", "prediction", "detection.bundle", "detection.detector", "detection.drawing"},
+    {"evaluation", "calibration", "open_set", "confidence", "detection.evaluation", "detection.report"},
     {"video", "labelling"},
     {"training", "export", "series", "detection.training"},
     {"web", "cli", "api", "simpsons", "detection.commands"},

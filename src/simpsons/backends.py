@@ -5,12 +5,14 @@ network it holds (``simpsons export model.simpsons --onnx model.onnx``; the ship
 its own). The description (characters, thresholds, temperature, prior correction, stranger detector,
 flip) is always the bundle's, so rewriting those after the export needs no new export. A bundle
 without an up-to-date export runs with Keras when the ``train`` extra is installed; an exported
-``.onnx`` file given alone runs with the description stored in it.
+``.onnx`` file given alone runs with the description stored in it. A detector finds its export the same
+way (``detection.bundle``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from simpsons.bundle import Bundle, load_bundle, network_fingerprint, read_description
@@ -28,18 +30,29 @@ def exported_network_path(bundle_path: str | Path) -> Path:
     return Path(bundle_path).with_suffix(ONNX_SUFFIX)
 
 
-def exported_network(bundle_path: str | Path) -> OnnxNetwork | None:
+def exported_network(bundle_path: str | Path,
+                     load: Callable[[Path], OnnxNetwork] = load_onnx_network) -> OnnxNetwork | None:
     """The ONNX network beside the bundle when it was exported from the network the bundle holds, else
-    ``None`` (a stale export gets a warning: it is never used)."""
+    ``None`` (a stale export gets a warning: it is never used). ``load`` reads and checks the export
+    (a classifier's unless told)."""
     exported = exported_network_path(bundle_path)
     if not exported.is_file():
         return None
-    network = load_onnx_network(exported)
+    network = load(exported)
     if network.source == network_fingerprint(bundle_path):
         return network
     log.warning("%s was not exported from the network in %s: not used (simpsons export %s --onnx %s "
                 "brings it up to date)", exported, bundle_path, bundle_path, exported)
     return None
+
+
+def no_export_error(bundle_path: str | Path, keras_possible: bool = True) -> SimpsonsError:
+    """Why a bundle without an up-to-date export cannot answer, and how to export it (and, when Keras could
+    answer instead, that installing the extra does)."""
+    exported = exported_network_path(bundle_path)
+    return SimpsonsError(f"{bundle_path} has no up-to-date ONNX export beside it: run `simpsons export {bundle_path} "
+                         f"--onnx {exported}` (with the training extra, {TRAINING_INSTALL})"
+                         + (", or answer with Keras after installing it" if keras_possible else ""))
 
 
 def load_for_inference(path: str | Path, backend: str | None = None) -> Bundle:
@@ -63,8 +76,5 @@ def load_for_inference(path: str | Path, backend: str | None = None) -> Bundle:
     if network is not None:
         return Bundle.from_description(network, description)
     if backend == "onnx" or not training_extra_installed():
-        exported = exported_network_path(path)
-        raise SimpsonsError(f"{path} has no up-to-date ONNX export beside it: run `simpsons export {path} "
-                            f"--onnx {exported}` (with the training extra, {TRAINING_INSTALL})"
-                            + ("" if backend == "onnx" else ", or answer with Keras after installing it"))
+        raise no_export_error(path, keras_possible=backend != "onnx")
     return load_bundle(path)

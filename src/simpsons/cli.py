@@ -16,6 +16,7 @@ from simpsons.detection.commands import (
     describe_detector_presets,
     run_detect,
     run_evaluate_detector,
+    run_export_detector,
     run_train_detector,
     wants_detector_training,
 )
@@ -142,10 +143,12 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
     """``evaluate DATA``: per-character metrics on a labelled set."""
     evaluate = commands.add_parser("evaluate", help="per-character precision, recall and F1 on a labelled set")
     evaluate.add_argument("data", help="labelled images (either layout)")
-    evaluate.add_argument("--model", help="model bundle (default: the shipped model)")
+    evaluate.add_argument("--model", help="model bundle (default: the shipped model); with --boxes, a detector bundle "
+                                          "or its exported .onnx file")
     _add_backend(evaluate)
     evaluate.add_argument("--json", help="write the metrics to this JSON file")
-    evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here")
+    evaluate.add_argument("--report-dir", help="write the confusion matrix and the grid of 12 here (with --boxes: "
+                                               "scores, precision-recall curves and the worst misses)")
     evaluate.add_argument("--write", action="store_true",
                           help="store the test accuracy in the bundle given by --model (what `serve` shows)")
     add_boxes_option(evaluate, "measure a detector (--model DETECTOR) on the boxed pictures under DATA")
@@ -153,8 +156,8 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
 
 def add_export_command(commands: argparse._SubParsersAction) -> None:
     """``export [BUNDLE] --onnx FILE``."""
-    export = commands.add_parser("export", help="export a model bundle to ONNX (runs with ONNX Runtime)")
-    export.add_argument("bundle", nargs="?", help="model bundle to export (default: the shipped model)")
+    export = commands.add_parser("export", help="export a model or detector bundle to ONNX (runs with ONNX Runtime)")
+    export.add_argument("bundle", nargs="?", help="model or detector bundle to export (default: the shipped model)")
     export.add_argument("--onnx", required=True,
                         help="output .onnx file: beside the bundle with its name (model.onnx for model.simpsons), "
                              "every command answers for the bundle through it; alone, usable as --model")
@@ -494,14 +497,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from simpsons.bundle import load_bundle, network_fingerprint
+    from simpsons.detection.bundle import is_detector_bundle
     from simpsons.export import export_onnx, export_onnx_int8
     from simpsons.prediction import default_model_path
 
     if not args.onnx.endswith(".onnx"):
         raise SimpsonsError("the exported file name must end in .onnx")
+    source = args.bundle or default_model_path()
+    if is_detector_bundle(source):
+        return run_export_detector(args, source)
     if args.int8 and not Path(args.int8).exists():
         raise SimpsonsError(f"dataset folder not found: {args.int8}")
-    source = args.bundle or default_model_path()
     bundle = load_bundle(source)
     fingerprint = network_fingerprint(source)
     if args.int8:
@@ -606,8 +612,7 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_video(args: argparse.Namespace) -> int:
     from simpsons import video as videos
-    from simpsons.detection.bundle import read_detector_description
-    from simpsons.detection.detector import Detector, detector_path
+    from simpsons.detection.detector import Detector
     from simpsons.frames import probe
     from simpsons.prediction import Predictor
 
@@ -618,7 +623,7 @@ def run_video(args: argparse.Namespace) -> int:
         from simpsons.series import run_series
 
         if options.detect:  # a missing or foreign detector fails here, not once per episode
-            read_detector_description(detector_path(model))
+            Detector.load(model)
         run_series(args.inputs[0], args.out_dir, given, options, model, args.workers, args.cluster)
         return 0
     if args.workers or args.cluster:

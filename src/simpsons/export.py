@@ -1,4 +1,5 @@
-"""Export a bundle's Keras network to ONNX (float, or int8 calibrated on training pictures).
+"""Export a bundle's Keras network to ONNX (float, or int8 calibrated on training pictures), or a detector's
+(float).
 
 Needs the ``train`` extra (Keras, TensorFlow, tf2onnx, onnx); the file it writes runs with ONNX Runtime
 alone (``onnx_network``). ``simpsons export model.simpsons --onnx model.onnx`` puts it beside the bundle,
@@ -12,14 +13,29 @@ import io
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simpsons import data as datasets
 from simpsons.bundle import Bundle
+from simpsons.detection.bundle import DetectorBundle
 from simpsons.errors import SimpsonsError
 from simpsons.files import write_atomically
-from simpsons.onnx_network import METADATA_KEY, OUTPUT, OUTPUT_KEY, PRECISION_KEY, SOURCE_KEY, load_onnx_bundle
+from simpsons.onnx_network import (
+    DETECTOR_KEY,
+    METADATA_KEY,
+    OUTPUT,
+    OUTPUT_KEY,
+    PRECISION_KEY,
+    SOURCE_KEY,
+    load_onnx_bundle,
+)
+
+if TYPE_CHECKING:
+    import keras
+
+FLOAT = "float32"
 
 CALIBRATION_BATCH = 64
 INT8_CALIBRATION_IMAGES, INT8_CHECK_IMAGES = 512, 1024
@@ -29,8 +45,13 @@ def quantize_int8(model: Path, scratch: Path, pixels: np.ndarray) -> Path:
     """Static int8 quantization of an exported float model (QDQ format, ONNX Runtime's tools)."""
     import onnx
     import onnxruntime
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared, quantized = scratch / "prepared.onnx", scratch / "int8.onnx"
@@ -88,12 +109,26 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
     8-bit integers (static, per channel, percentile ranges; the first convolution and the dense
     head stay in float): a smaller, faster file whose answers can differ on a few pictures.
     """
-    import onnx
-
     from simpsons.models import scoring_network
 
-    size = bundle.image_size
-    network = scoring_network(bundle.model)
+    precision = FLOAT if int8_calibration is None else f"int8 ({len(int8_calibration)} calibration images)"
+    entries = {METADATA_KEY: json.dumps(bundle.as_json()), OUTPUT_KEY: OUTPUT, PRECISION_KEY: precision}
+    write_onnx(scoring_network(bundle.model), bundle.image_size, target, entries, source, int8_calibration)
+
+
+def export_detector_onnx(bundle: DetectorBundle, target: str | Path, source: str | None = None) -> None:
+    """Write the detector's network (float) as ONNX, with its description inside (``bundle.json``'s, under
+    ``DETECTOR_KEY``) and ``source``, the ``network_fingerprint`` of the bundle file it comes from, when given."""
+    entries = {DETECTOR_KEY: json.dumps(bundle.description()), PRECISION_KEY: FLOAT}
+    write_onnx(bundle.model, bundle.image_size, target, entries, source)
+
+
+def write_onnx(network: keras.Model, size: int, target: str | Path, entries: dict[str, str], source: str | None = None,
+               int8_calibration: np.ndarray | None = None) -> None:
+    """Export a Keras ``network`` of ``size`` px canvases to ONNX through Keras' exporter (quantized to int8 on
+    ``int8_calibration`` when given), with ``entries`` and ``source`` in its metadata, written atomically."""
+    import onnx
+
     network.predict_on_batch(np.zeros((1, size, size, 3), np.float32))  # the exporter needs a built graph
     with tempfile.TemporaryDirectory() as scratch:
         raw = Path(scratch) / "model.onnx"
@@ -101,11 +136,7 @@ def export_onnx(bundle: Bundle, target: str | Path, int8_calibration: np.ndarray
         if int8_calibration is not None:
             raw = quantize_int8(raw, Path(scratch), int8_calibration)
         graph = onnx.load(raw)
-    precision = "float32" if int8_calibration is None else f"int8 ({len(int8_calibration)} calibration images)"
-    entries = {METADATA_KEY: json.dumps(bundle.as_json()), OUTPUT_KEY: OUTPUT, PRECISION_KEY: precision}
-    if source is not None:
-        entries[SOURCE_KEY] = source
-    for key, value in entries.items():
+    for key, value in {**entries, **({} if source is None else {SOURCE_KEY: source})}.items():
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value
     write_atomically(target, graph.SerializeToString())

@@ -1,4 +1,4 @@
-"""The detector on the command line: ``detect``, ``train --boxes`` and ``evaluate --boxes``.
+"""The detector on the command line: ``detect``, ``train --boxes``, ``evaluate --boxes`` and ``export``.
 
 ``cli`` adds these options to its parser and hands the commands over; every error is a ``SimpsonsError``,
 which it prints as one line.
@@ -32,7 +32,8 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
 
     detect = commands.add_parser("detect", help="find every character in pictures: boxes and names")
     detect.add_argument("paths", nargs="+", help="image files or folders")
-    detect.add_argument("--model", help="detector bundle (default: the shipped detector)")
+    detect.add_argument("--model", help="detector bundle (with its .onnx export beside it: no Keras needed) or "
+                                        "exported .onnx file (default: the shipped detector)")
     detect.add_argument("--json", action="store_true",
                         help="one JSON object per picture: path and detections (character, probability, box "
                              "x1, y1, x2, y2 in the picture's pixels), most probable first")
@@ -88,29 +89,48 @@ def run_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export_detector(args: argparse.Namespace, source: str | Path) -> int:
+    """``export DETECTOR.simpsons --onnx FILE``: the detector's network as ONNX, float only."""
+    from simpsons.bundle import network_fingerprint
+    from simpsons.detection.bundle import load_detector
+    from simpsons.export import export_detector_onnx
+
+    if args.int8:
+        raise SimpsonsError("--int8 quantizes a classifier; a detector exports in float only")
+    export_detector_onnx(load_detector(source), args.onnx, source=network_fingerprint(source))
+    print(f"wrote {args.onnx}")
+    return 0
+
+
 def run_evaluate_detector(args: argparse.Namespace) -> int:
     """``evaluate DATA --boxes FILE --model DETECTOR``: COCO mAP and AP per character on the boxed pictures
-    under DATA."""
+    under DATA; ``--json`` writes them, ``--report-dir`` the report (``detection.report``)."""
     from simpsons.detection.detector import Detector
-    from simpsons.detection.evaluation import boxes_under, evaluate_on_boxes
+    from simpsons.detection.evaluation import answer_boxes, boxes_under
+    from simpsons.detection.report import REPORT_FILES, write_report
     from simpsons.files import write_json
 
-    if args.write or args.report_dir or args.backend:
-        raise SimpsonsError("--write, --report-dir and --backend are for classifiers; a detector's evaluation "
-                            "prints its table and writes --json FILE")
+    if args.write or args.backend:
+        raise SimpsonsError("--write and --backend are for classifiers; a detector's evaluation prints its table "
+                            "and writes --json FILE and --report-dir DIR")
     if not Path(args.data).is_dir():
         raise SimpsonsError(f"dataset folder not found: {args.data}")
     boxes = boxes_under(args.boxes, args.data)
     detector = Detector.load(args.model)
-    scores = evaluate_on_boxes(detector, boxes)
+    answers = answer_boxes(detector, boxes)
+    scores = answers.scores()
     if not scores.pictures:
         raise SimpsonsError(f"no picture under {args.data} has a box of a character the detector knows")
     print(scores.table())
     if scores.skipped:
         print(f"not counted: {len(scores.skipped)} picture(s) (unreadable, or of characters the detector does "
               "not know), e.g. " + "; ".join(f"{path}: {why}" for path, why in list(scores.skipped.items())[:3]))
+    summary = {"model": str(args.model or "default"), "data": str(args.data), **scores.as_dict()}
     if args.json:
-        write_json({"model": str(args.model or "default"), "data": str(args.data), **scores.as_dict()}, args.json)
+        write_json(summary, args.json)
+    if args.report_dir:
+        write_report(answers, scores, summary, Path(args.report_dir))
+        print(f"wrote {', '.join(REPORT_FILES)} to {args.report_dir}")
     return 0
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from simpsons.backends import exported_network_path
 from simpsons.data import open_rgb
-from simpsons.detection.bundle import DetectorBundle, load_detector
+from simpsons.detection.bundle import DetectorBundle, load_detector_for_inference
 from simpsons.detection.decode import decode
 from simpsons.detection.placement import Placement, letterbox
 from simpsons.errors import SimpsonsError
@@ -25,17 +26,19 @@ NO_DEFAULT_DETECTOR = ("no detector ships with this install: train one with `sim
 
 
 def default_detector_path() -> Path:
-    """Where the package keeps its shipped detector."""
+    """Where the package keeps its shipped detector bundle (its ONNX export beside it)."""
     return Path(str(resources.files("simpsons") / "assets" / "default.detector.simpsons"))
 
 
 def detector_path(path: str | Path | None = None) -> Path:
-    """``path``, or the shipped detector's when ``None`` (``SimpsonsError`` when none ships with this install)."""
+    """``path``, or the shipped detector's: its bundle, or its ONNX export when only that ships
+    (``SimpsonsError`` when none ships with this install)."""
     if path is not None:
         return Path(path)
-    if not default_detector_path().is_file():
-        raise SimpsonsError(NO_DEFAULT_DETECTOR)
-    return default_detector_path()
+    for shipped in (default_detector_path(), exported_network_path(default_detector_path())):
+        if shipped.is_file():
+            return shipped
+    raise SimpsonsError(NO_DEFAULT_DETECTOR)
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,9 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Detector:
-        """The detector bundle at ``path``, or the shipped one."""
-        return cls(load_detector(detector_path(path)))
+        """The detector bundle (or exported ``.onnx`` file) at ``path``, or the shipped one; a bundle answers
+        through ONNX Runtime when an up-to-date export lies beside it, else through Keras."""
+        return cls(load_detector_for_inference(detector_path(path)))
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Placement]:
         """The picture letterboxed onto the network's canvas, and where it sits there."""
@@ -73,10 +77,15 @@ class Detector:
 
     def outputs(self, pixels: np.ndarray) -> np.ndarray:
         """The network's raw answers (``targets.outputs`` channels per cell) for a uint8 batch of canvases."""
-        chunks = [np.asarray(self.bundle.model.predict_on_batch(pixels[start : start + self.batch_size]
-                                                                .astype(np.float32)))
+        chunks = [self._answer(pixels[start : start + self.batch_size].astype(np.float32))
                   for start in range(0, len(pixels), self.batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+    def _answer(self, pixels: np.ndarray) -> np.ndarray:
+        """One batch through the network: a Keras model answers its one output, an ONNX session the list of
+        its outputs."""
+        answer = self.bundle.model.predict_on_batch(pixels)
+        return np.asarray(answer[0] if isinstance(answer, list) else answer)
 
     def detect_prepared(self, pixels: np.ndarray, placements: list[Placement],
                         min_probability: float = DEFAULT_MIN_PROBABILITY) -> list[list[Detection]]:

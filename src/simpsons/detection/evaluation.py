@@ -1,4 +1,5 @@
-"""Measuring a detector: COCO's mean average precision (pycocotools) and how often the top box is right."""
+"""Measuring a detector: COCO's mean average precision (pycocotools), its precision-recall curves, and how
+often the top box is right (and, when not, why)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from simpsons.errors import SimpsonsError
 
 EVALUATION_MIN_PROBABILITY = 0.01  # the detections COCO's precision-recall curves are drawn from
 RIGHT_IOU = 0.5
+NEAR_IOU = 0.1  # a wrong top box overlapping a true box of its name less than this is elsewhere: the truth is missed
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)  # where COCO reads each precision-recall curve
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class DetectionScores:
     top_box_right: float  # share of the pictures whose most probable box has a true box's name and IoU >= 0.5
     pictures: int
     skipped: dict[str, str] = field(default_factory=dict)  # picture -> why it was not counted
+    precision_50: dict[str, np.ndarray] = field(default_factory=dict)  # at IoU 0.5, per RECALL_POINTS
 
     def as_dict(self) -> dict:
         return {"map_50": self.map_50, "map_50_95": self.map_50_95, "top_box_right": self.top_box_right,
@@ -69,36 +73,70 @@ def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum((box[2] - box[0]) * (box[3] - box[1]) + areas - inter, 1e-12)
 
 
+@dataclass(frozen=True)
+class TopBox:
+    """How a picture's most probable box fares against its true boxes.
+
+    ``kind``, checked in this order: ``right`` (IoU >= ``RIGHT_IOU`` with a true box of its name), ``wrongly
+    named`` (IoU >= ``RIGHT_IOU`` with a true box of another character), ``badly placed`` (IoU >= ``NEAR_IOU``
+    with a true box of its name), ``missed`` (off the true boxes: they are missed), or ``nothing found``.
+    ``iou`` and ``truth``: its IoU with the true box its kind names (the nearest of its name when right or
+    badly placed, else the nearest of any), and that box's index (``None`` without a top box)."""
+
+    detection: Detection | None
+    kind: str
+    iou: float
+    truth: int | None
+
+    @property
+    def right(self) -> bool:
+        return self.kind == "right"
+
+
+def judge_top_box(truth: TrueBoxes, detections: list[Detection]) -> TopBox:
+    """The verdict on the most probable of ``detections`` against one picture's true boxes."""
+    if not detections:
+        return TopBox(None, "nothing found", 0.0, None)
+    top = max(detections, key=lambda detection: detection.probability)
+    if not truth.characters:
+        return TopBox(top, "missed", 0.0, None)
+    overlaps = iou(np.asarray(top.box), truth.boxes)
+    own = [index for index, name in enumerate(truth.characters) if name == top.character]
+    nearest_own = max(own, key=lambda index: overlaps[index]) if own else None
+    nearest = int(np.argmax(overlaps))
+    if nearest_own is not None and overlaps[nearest_own] >= RIGHT_IOU:
+        return TopBox(top, "right", float(overlaps[nearest_own]), nearest_own)
+    if overlaps[nearest] >= RIGHT_IOU:
+        return TopBox(top, "wrongly named", float(overlaps[nearest]), nearest)
+    if nearest_own is not None and overlaps[nearest_own] >= NEAR_IOU:
+        return TopBox(top, "badly placed", float(overlaps[nearest_own]), nearest_own)
+    return TopBox(top, "missed", float(overlaps[nearest]), nearest)
+
+
 def score_detections(truths: list[TrueBoxes], found: list[list[Detection]], characters: list[str]) -> DetectionScores:
     """COCO mAP and the top box's share of right answers of ``found[i]`` against ``truths[i]``."""
-    ap_50, ap_50_95 = _coco_average_precision(truths, found, characters)
+    ap_50, ap_50_95, precision_50 = _coco_average_precision(truths, found, characters)
     counted = defaultdict(int)
     for truth in truths:
         for name in truth.characters:
             counted[name] += 1
     present = [name for name in characters if counted[name]]
-    right = [_top_box_is_right(truth, detections) for truth, detections in zip(truths, found)]
+    right = [judge_top_box(truth, detections).right for truth, detections in zip(truths, found)]
     return DetectionScores(
         characters=characters,
         map_50=float(np.mean([ap_50[name] for name in present])) if present else float("nan"),
         map_50_95=float(np.mean([ap_50_95[name] for name in present])) if present else float("nan"),
         ap_50={name: ap_50[name] for name in present}, ap_50_95={name: ap_50_95[name] for name in present},
         true_boxes={name: counted[name] for name in present},
-        top_box_right=float(np.mean(right)) if right else float("nan"), pictures=len(truths))
+        top_box_right=float(np.mean(right)) if right else float("nan"), pictures=len(truths),
+        precision_50={name: precision_50[name] for name in present})
 
 
-def _top_box_is_right(truth: TrueBoxes, detections: list[Detection]) -> bool:
-    if not detections:
-        return False
-    top = max(detections, key=lambda detection: detection.probability)
-    overlaps = iou(np.asarray(top.box), truth.boxes)
-    return any(name == top.character and overlap >= RIGHT_IOU for name, overlap in zip(truth.characters, overlaps))
-
-
-def _coco_average_precision(truths: list[TrueBoxes], found: list[list[Detection]],
-                            characters: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+def _coco_average_precision(truths: list[TrueBoxes], found: list[list[Detection]], characters: list[str]
+                            ) -> tuple[dict[str, float], dict[str, float], dict[str, np.ndarray]]:
     """AP at IoU 0.5 and AP over IoU 0.5:0.95 per character, by pycocotools' ``COCOeval`` (0 for a character
-    with true boxes and no detection; NaN for one without true boxes)."""
+    with true boxes and no detection; NaN for one without true boxes), and the precision-recall curve at IoU
+    0.5 of each character with true boxes (precision at ``RECALL_POINTS``)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -114,7 +152,7 @@ def _coco_average_precision(truths: list[TrueBoxes], found: list[list[Detection]
                for image, detections in enumerate(found, start=1) for detection in detections]
     nothing = {name: float("nan") for name in characters}
     if not annotations:
-        return nothing, dict(nothing)
+        return nothing, dict(nothing), {}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         ground = COCO()
         ground.dataset = {"images": [{"id": image} for image in range(1, len(truths) + 1)], "annotations": annotations,
@@ -123,17 +161,19 @@ def _coco_average_precision(truths: list[TrueBoxes], found: list[list[Detection]
         if not results:
             present = {annotation["category_id"] for annotation in annotations}
             zero = {name: 0.0 if index[name] in present else float("nan") for name in characters}
-            return zero, dict(zero)
+            return zero, dict(zero), {name: np.zeros(len(RECALL_POINTS)) for name in characters if zero[name] == 0}
         evaluation = COCOeval(ground, ground.loadRes(results), "bbox")
         evaluation.evaluate()
         evaluation.accumulate()
     precision = evaluation.eval["precision"][:, :, :, 0, -1]  # IoU x recall x character, all areas, 100 boxes
-    ap_50, ap_50_95 = {}, {}
+    ap_50, ap_50_95, precision_50 = {}, {}, {}
     for name, number in index.items():
         curves = precision[:, :, number - 1]
         per_iou = [float(np.mean(curve[curve > -1])) if np.any(curve > -1) else float("nan") for curve in curves]
         ap_50[name], ap_50_95[name] = per_iou[0], float(np.mean(per_iou))
-    return ap_50, ap_50_95
+        if np.all(curves[0] > -1):
+            precision_50[name] = curves[0].astype(np.float64)
+    return ap_50, ap_50_95, precision_50
 
 
 def _xywh(box) -> list[float]:
@@ -141,8 +181,30 @@ def _xywh(box) -> list[float]:
     return [x1, y1, x2 - x1, y2 - y1]
 
 
+@dataclass
+class BoxedAnswers:
+    """A detector's answers on boxed pictures: per picture counted, its path, true boxes and detections (at or
+    above ``EVALUATION_MIN_PROBABILITY``, most probable first); and the pictures not counted, with why."""
+
+    characters: list[str]
+    paths: list[Path] = field(default_factory=list)
+    truths: list[TrueBoxes] = field(default_factory=list)
+    found: list[list[Detection]] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def scores(self) -> DetectionScores:
+        scores = score_detections(self.truths, self.found, self.characters)
+        scores.skipped = self.skipped
+        return scores
+
+
 def evaluate_on_boxes(detector: Detector, boxes: list[Box]) -> DetectionScores:
-    """The detector's scores on the pictures of ``boxes`` (a boxes file's lines, several per picture allowed):
+    """The detector's scores on the pictures of ``boxes`` (see ``answer_boxes``)."""
+    return answer_boxes(detector, boxes).scores()
+
+
+def answer_boxes(detector: Detector, boxes: list[Box]) -> BoxedAnswers:
+    """The detector's answers on the pictures of ``boxes`` (a boxes file's lines, several per picture allowed):
     a picture that cannot be read is skipped, and so are the boxes of characters the detector does not know
     (both listed in ``skipped``)."""
     known = set(detector.characters)
@@ -153,20 +215,19 @@ def evaluate_on_boxes(detector: Detector, boxes: list[Box]) -> DetectionScores:
             by_picture[box.path].append(box)
         else:
             skipped[str(box.path)] = f"{box.character} is not a character the detector knows"
-    truths, found, batch = [], [], []
+    answers, batch = BoxedAnswers(detector.characters, skipped=skipped), []
     for path, prepared in detector.prepare_files(list(by_picture)):
         if isinstance(prepared, str):
             skipped[str(path)] = prepared
             continue
-        truths.append(_true_boxes(by_picture[path], prepared[1]))
+        answers.paths.append(path)
+        answers.truths.append(_true_boxes(by_picture[path], prepared[1]))
         batch.append(prepared)
         if len(batch) == detector.batch_size:
-            found += _detect_batch(detector, batch)
+            answers.found += _detect_batch(detector, batch)
             batch = []
-    found += _detect_batch(detector, batch)
-    scores = score_detections(truths, found, detector.characters)
-    scores.skipped = skipped
-    return scores
+    answers.found += _detect_batch(detector, batch)
+    return answers
 
 
 def _true_boxes(boxes: list[Box], placement: Placement) -> TrueBoxes:
