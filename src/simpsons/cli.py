@@ -275,6 +275,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--dataset", metavar="DIR", help="dataset whose _review/ crops the Review panel shows")
+    serve.add_argument("--detector", metavar="BUNDLE",
+                       help="detector bundle that draws every character's box on the Picture panel and answers "
+                            "/api/detect (default: the shipped detector when the install has one)")
     serve.add_argument("--picture-limit", type=_positive, default=20, metavar="MB", help="largest picture (20 MB)")
     serve.add_argument("--clip-limit", type=_positive, default=500, metavar="MB", help="largest clip (500 MB)")
 
@@ -665,7 +668,8 @@ def _print_video_result(result, crops: int, written: list) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from simpsons.web import serve
 
-    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit, args.backend)
+    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit, args.backend,
+          args.detector)
     return 0
 
 
