@@ -1,8 +1,8 @@
 """``simpsons serve``: a web page and a JSON API over the one ``Predictor`` (and a ``Detector``, when the
 server has one).
 
-Pictures (the answer, the top 5, an occlusion heat map and the detector's boxes), clips (a background job with progress,
-then the timeline chart and the screen time), the review of the crops ``label --auto`` left in
+Pictures (the answer, the top 5, an occlusion heat map and the detector's boxes), clips (a background job
+with progress, then the timeline chart and the screen time), the review of the crops ``label --auto`` left in
 ``DATASET/_review/`` (through ``labelling``'s own accept, reject and undo, so it matches ``label review``),
 and an About panel. Uploads are streamed to files the server names itself and refused as soon as they
 pass their size limit; the page and its scripts are served from the package.
@@ -41,7 +41,7 @@ from simpsons import video as videos
 from simpsons.bundle import Bundle
 from simpsons.data import open_rgb
 from simpsons.detection.bundle import DetectorBundle, read_detector_description
-from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY, Detector, default_detector_path
+from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY, TRAIN_A_DETECTOR, Detector, default_detector_path
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.extras import TRAINING_INSTALL, training_extra_installed
 from simpsons.frames import probe
@@ -63,8 +63,8 @@ JOB_FILES = get_args(JobFile)
 STATIC = Path(__file__).with_name("web_static")
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")
-NO_DETECTOR = ("this server has no detector: start it with `simpsons serve --detector BUNDLE` (train one with "
-               "`simpsons train DATA --boxes annotation.txt --out RUN`: RUN/detector.simpsons)")
+NO_DETECTOR = (f"this server has no detector: start it with `simpsons serve --detector BUNDLE` ({TRAIN_A_DETECTOR}: "
+               "RUN/detector.simpsons)")
 log = logging.getLogger("simpsons.web")
 
 

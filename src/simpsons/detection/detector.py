@@ -20,8 +20,7 @@ from simpsons.errors import SimpsonsError
 
 DEFAULT_MIN_PROBABILITY = 0.3
 MAX_DETECTIONS = 100  # per picture, before the probability threshold
-NO_DEFAULT_DETECTOR = ("no detector ships with this install: train one with `simpsons train DATA --boxes "
-                       "annotation.txt --out RUN` and give it as --model RUN/detector.simpsons")
+TRAIN_A_DETECTOR = "train one with `simpsons train DATA --boxes annotation.txt --out RUN`"
 
 
 def default_detector_path() -> Path:
@@ -54,12 +53,14 @@ class Detector:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Detector:
-        """The detector bundle at ``path``, or the shipped one."""
+    def load(cls, path: str | Path | None = None, option: str = "--model") -> Detector:
+        """The detector bundle at ``path``, or the shipped one (without one, the error says how to train a detector
+        and give it with ``option``)."""
         if path is None:
             path = default_detector_path()
             if not path.is_file():
-                raise SimpsonsError(NO_DEFAULT_DETECTOR)
+                raise SimpsonsError(f"no detector ships with this install: {TRAIN_A_DETECTOR} and give it as "
+                                    f"{option} RUN/detector.simpsons")
         return cls(load_detector(path))
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Placement]:
