@@ -93,7 +93,7 @@ def test_a_shared_test_picture_its_answer_and_heat_map(page, shared_data, tmp_pa
     heatmap = page.locator("#heatmap")
     expect(heatmap).to_be_hidden()
     page.check("#heatmap-toggle")
-    expect(heatmap).to_be_visible()
+    expect(heatmap).to_be_visible(timeout=30_000)  # the first picture also has the server load the detector
     painted = heatmap.evaluate("""canvas => {
         const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
         return pixels.filter((value, index) => index % 4 === 3 && value > 0).length;
