@@ -39,21 +39,30 @@ def no_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def switching_clip(path: Path, width: int, height: int) -> Path:
     """3 s at 10 fps; the picture switches between two characters every 5 frames."""
-    path = tmp_path_factory.mktemp("videos") / "clip.mp4"
-    pictures = [np.asarray(open_sample(SAMPLES / f"{name}_0.jpg").resize((WIDTH, HEIGHT)))
+    pictures = [np.asarray(open_sample(SAMPLES / f"{name}_0.jpg").resize((width, height)))
                 for name in ("homer_simpson", "bart_simpson")]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.bit_rate = 2_000_000
         for number in range(30):
             frame = av.VideoFrame.from_ndarray(pictures[(number // SEGMENT) % 2], format="rgb24")
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return switching_clip(tmp_path_factory.mktemp("videos") / "clip.mp4", WIDTH, HEIGHT)
+
+
+@pytest.fixture(scope="module")
+def wide_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same at 320 x 240: the tiny detector's boxes there are some under, some over ``MIN_BOX_SIDE``."""
+    return switching_clip(tmp_path_factory.mktemp("videos") / "wide.mp4", 2 * WIDTH, 2 * HEIGHT)
 
 
 def answers(monkeypatch, *lines: str) -> None:
@@ -531,6 +540,108 @@ def test_review_goes_on_after_an_undo_that_failed(capsys, monkeypatch, tmp_path)
     assert code == 0, err
     assert f"cannot undo: {gone} is no longer there" in out and not first.exists() and not second.exists()
     assert len(files_in(dataset / "_review" / "_rejected")) == 1  # the second crop; the first is lost
+
+
+# --------------------------------------------------------------------------- the detector's boxes for review
+
+
+LABELLED_FRAMES = [0, 5, 10, 15, 20, 25]  # what `label` looks at (see its docstring)
+
+
+def detector_crops(detector_path: Path, clip: Path, min_prob: float) -> list[tuple[str, str, str, bool, float]]:
+    """``(frame, crop, label, sure, probability)`` of each box the detector finds in the labelled frames, from the
+    detector itself: the box with its margin, sure when neither side is under ``MIN_BOX_SIDE``."""
+    from simpsons.detection.detector import Detector
+    from simpsons.labelling.automatic import MIN_BOX_SIDE, crop_box
+
+    detector = Detector.load(detector_path)
+    expected = []
+    for number, frame in frames.read_frames(clip, LABELLED_FRAMES):
+        for found in detector.detect_images([frame], min_prob)[0]:
+            x1, y1, x2, y2 = found.box
+            where = ",".join(map(str, crop_box(found.box, frame.size)))
+            expected.append((str(number), where, found.character, min(x2 - x1, y2 - y1) >= MIN_BOX_SIDE,
+                             found.probability))
+    return expected
+
+
+def test_crop_box_adds_a_margin_within_the_frame():
+    from simpsons.labelling.automatic import crop_box
+
+    assert crop_box((10, 20, 50, 100), (60, 200)) == (6, 12, 54, 108)  # a tenth of the box on each side
+    assert crop_box((2.5, 0, 60, 40), (60, 40)) == (0, 0, 60, 40)
+    assert crop_box((10.2, 10.2, 19.8, 19.8), (100, 100), margin=0) == (10, 10, 20, 20)  # whole pixels around it
+
+
+def test_auto_detect_files_a_crop_per_box(capsys, wide_clip, tmp_path, tiny_detector):
+    from simpsons.labelling.automatic import MIN_BOX_SIDE
+
+    dataset = tmp_path / "set"
+    code, out, err = label(capsys, wide_clip, dataset, "--auto", "--detect", "--detector", tiny_detector,
+                           "--min-prob", "0")
+    assert code == 0, err
+    expected = [crop[:4] for crop in detector_crops(tiny_detector, wide_clip, 0)]
+    assert {sure for *_, sure in expected} == {True, False}  # boxes too small, and boxes to file
+    rows = log_rows(dataset)
+    assert sorted((r["frame"], r["crop"], r["label"], r["action"] != "auto_dropped") for r in rows) == sorted(expected)
+    kept = [r for r in rows if r["action"] == "auto_kept"]
+    assert kept and {r["action"] for r in rows} == {"auto_kept", "auto_dropped", "skipped_duplicate"}
+    for row in kept:
+        path = dataset / row["file"]
+        assert Path(row["file"]).parts[:2] == ("_review", row["label"]) and labelling.PICTURE_NAME.match(path.name)
+        x1, y1, x2, y2 = map(int, row["crop"].split(","))
+        assert Image.open(path).size == (x2 - x1, y2 - y1) and min(x2 - x1, y2 - y1) >= MIN_BOX_SIDE
+    assert sorted(dataset / r["file"] for r in kept) == sorted((dataset / "_review").glob("*/*.jpg"))
+    dropped = sum(not sure for *_, sure in expected)
+    assert f"frames analysed: 6\ncrops kept for review: {len(kept)}\n" in out and f"crops dropped: {dropped}" in out
+
+
+def test_auto_detect_keeps_the_boxes_at_or_above_min_prob(capsys, wide_clip, tmp_path, tiny_detector):
+    found = sorted({crop[4] for crop in detector_crops(tiny_detector, wide_clip, 0)}, reverse=True)[:20]
+    high, low = max(zip(found, found[1:]), key=lambda pair: pair[0] - pair[1])
+    cut = (high + low) / 2  # between two of the detector's answers, far from either
+    dataset = tmp_path / "set"
+    code, out, err = label(capsys, wide_clip, dataset, "--auto", "--detect", "--detector", tiny_detector,
+                           "--min-prob", str(cut))
+    assert code == 0, err
+    rows = [r for r in log_rows(dataset) if r["action"] != "auto_empty"]
+    expected = detector_crops(tiny_detector, wide_clip, cut)
+    assert sorted((r["frame"], r["crop"], r["label"]) for r in rows) == sorted(e[:3] for e in expected)
+    assert rows and all(float(r["probability"]) > cut for r in rows)
+    empty = {r["frame"] for r in log_rows(dataset) if r["action"] == "auto_empty"}
+    assert empty == {str(n) for n in LABELLED_FRAMES} - {e[0] for e in expected}
+
+    nobody = tmp_path / "nobody"  # no box is that sure: every frame is logged, and a second run skips them all
+    label(capsys, wide_clip, nobody, "--auto", "--detect", "--detector", tiny_detector, "--min-prob", "1")
+    assert [r["action"] for r in log_rows(nobody)] == ["auto_empty"] * 6 and not (nobody / "_review").exists()
+    code, out, err = label(capsys, wide_clip, nobody, "--auto", "--detect", "--detector", tiny_detector,
+                           "--min-prob", "1")
+    assert "resuming: 6 frame(s)" in out and "frames analysed: 0" in out
+
+
+def test_auto_detect_bad_input_is_one_line_exit_2(capsys, monkeypatch, clip, tmp_path, tiny_detector, tiny_bundle):
+    from simpsons.detection import detector as detector_module
+
+    monkeypatch.setattr(detector_module, "default_detector_path", lambda: tmp_path / "none.detector.simpsons")
+    into = ("--into", tmp_path / "d")
+    cases = [
+        (("--detect",), "--detect works with --auto"),
+        (("--detector", tiny_detector), "--detector works with --auto"),
+        (("--auto", "--detector", tiny_detector), "--detector is the detector of --detect: add --detect"),
+        (("--auto", "--detect", "--model", tiny_bundle), "--model is for the classifier; --detect files the boxes"),
+        (("--auto", "--detect", "--keep-unsure"), "--keep-unsure is for the classifier"),
+        (("--auto", "--detect", "--detector", tiny_bundle), "is a classifier"),
+        (("--auto", "--detect", "--detector", tmp_path / "missing.detector.simpsons"), "missing.detector.simpsons"),
+        (("--auto", "--detect"), "no detector ships with this install"),
+        (("--auto", "--detect", "--detector", tiny_detector, "--min-prob", "-0.5"), "--min-prob"),
+    ]
+    for extra, expected in cases:
+        code, out, err = run_cli(capsys, "label", clip, *into, *extra)
+        assert code == 2, extra
+        assert expected in one_line_error(err), extra
+    _, _, err = run_cli(capsys, "label", clip, *into, "--auto", "--detect")
+    assert "--detector RUN/detector.simpsons" in err
+    assert not (tmp_path / "d").exists()
 
 
 # --------------------------------------------------------------------------- bad input

@@ -1,15 +1,20 @@
-"""``simpsons serve``: the API with FastAPI's test client (pictures, clips, review, limits, errors) and a fuzz run."""
+"""``simpsons serve``: the API with FastAPI's test client (pictures, the detector's boxes, clips, review, limits,
+errors) and a fuzz run."""
 
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import socket
 import struct
+import threading
 import time
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -21,11 +26,13 @@ from test_cli import one_line_error, run_cli
 from test_video import FPS, write_clip
 
 from simpsons.bundle import read_description
+from simpsons.data import open_rgb
+from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY
 from simpsons.errors import SimpsonsError
 from simpsons.frames import CROPS
 from simpsons.labelling import LabelLog, read_log
 from simpsons.prediction import Predictor, default_model_path
-from simpsons.web import MB, STATIC, create_app
+from simpsons.web import MB, STATIC, ModelThread, create_app
 
 PICTURE_LIMIT = 300_000
 CLIP_LIMIT = 3 * MB
@@ -209,6 +216,123 @@ def test_client_file_names_never_become_paths(client, tmp_path, monkeypatch):
         assert post_picture(client, (SAMPLES / "bart_simpson_0.jpg").read_bytes(), name).status_code == 200
     assert not list(tmp_path.rglob("escape*")) and not Path("/tmp/escape.jpg").exists()
     assert not [p for p in work.rglob("*") if "escape" in p.name] and sorted(p.name for p in work.rglob("*")) == before
+
+
+# --------------------------------------------------------------------------- the detector's boxes
+
+
+@pytest.fixture(scope="module")
+def detecting(tiny_bundle, tiny_detector):
+    """The 32 px classifier with the 64 px detector, no dataset, small limits."""
+    with TestClient(create_app(tiny_bundle, None, PICTURE_LIMIT, CLIP_LIMIT, detector=tiny_detector)) as test_client:
+        yield test_client
+
+
+def post_detect(client, data: bytes, name: str = "picture.jpg", **params):
+    return client.post("/api/detect", params=params, files={"file": (name, data, "image/jpeg")})
+
+
+def test_detect_answers_like_detect_json_with_the_picture_size(detecting, tiny_detector, capsys):
+    picture = SAMPLES / "homer_simpson_0.jpg"
+    image = open_rgb(picture)
+    answer = post_detect(detecting, picture.read_bytes(), min_prob=0).json()
+    assert set(answer) == {"detections", "width", "height"}
+    assert (answer["width"], answer["height"]) == image.size
+    found = answer["detections"]
+    assert found and [d["probability"] for d in found] == sorted((d["probability"] for d in found), reverse=True)
+    for detection in found:
+        x1, y1, x2, y2 = detection["box"]
+        assert 0 <= x1 < x2 <= image.width and 0 <= y1 < y2 <= image.height, detection
+        assert detection["character"] in ("bart_simpson", "homer_simpson", "lisa_simpson")
+    code, out, _ = run_cli(capsys, "detect", picture, "--model", tiny_detector, "--json", "--min-prob", 0)
+    assert code == 0 and json.loads(out)["detections"] == found
+
+
+def test_detect_keeps_the_boxes_at_or_above_min_prob(detecting):
+    picture = (SAMPLES / "bart_simpson_0.jpg").read_bytes()
+    everything = post_detect(detecting, picture, min_prob=0).json()["detections"]
+    top = sorted({d["probability"] for d in everything}, reverse=True)[:10]
+    high, low = max(zip(top, top[1:]), key=lambda pair: pair[0] - pair[1])
+    cut = (high + low) / 2  # between two answers, far from either
+    kept = post_detect(detecting, picture, min_prob=cut).json()["detections"]
+    assert kept == [d for d in everything if d["probability"] >= cut] and 0 < len(kept) < len(everything)
+    default = post_detect(detecting, picture).json()["detections"]
+    assert default == [d for d in everything if d["probability"] >= DEFAULT_MIN_PROBABILITY]
+    for bad in (-0.1, 1.5, "most"):
+        response = post_detect(detecting, picture, min_prob=bad)
+        assert response.status_code == 422 and "min_prob" in response.text, bad
+
+
+def test_detect_refuses_what_predict_refuses(detecting):
+    for data, status, words in ((b"hello, world\n" * 20, 415, "not a picture"),
+                                (b"\xff" * (PICTURE_LIMIT + 1), 413, "larger than the limit")):
+        for endpoint in ("/api/predict", "/api/detect"):
+            response = detecting.post(endpoint, files={"file": ("a.jpg", data, "image/jpeg")})
+            assert response.status_code == status and words in response.json()["detail"], (endpoint, response.text)
+    missing = detecting.post("/api/detect", data={"file": "homer.jpg"}, files={"other": ("a.jpg", b"x")})
+    assert missing.status_code == 422 and "field named 'file'" in missing.json()["detail"]
+    about = detecting.get("/api/about").json()["detector"]
+    assert about["characters"] == ["bart_simpson", "homer_simpson", "lisa_simpson"]
+    assert about["min_probability"] == DEFAULT_MIN_PROBABILITY and about["image_size"] == 64
+
+
+def test_the_detector_by_default_and_without_one(tiny_bundle, tiny_detector, tmp_path, monkeypatch):
+    monkeypatch.setattr("simpsons.detection.detector.default_detector_path", lambda: tmp_path / "default.detector.simpsons")
+    with TestClient(create_app(tiny_bundle)) as client:  # no shipped detector in this install
+        assert client.get("/api/about").json()["detector"] is None
+        response = post_detect(client, (SAMPLES / "bart_simpson_0.jpg").read_bytes())
+        assert response.status_code == 404 and "simpsons serve --detector BUNDLE" in response.json()["detail"]
+        assert client.post("/api/detect", content=b"not even a form").status_code == 404
+    monkeypatch.setattr("simpsons.detection.detector.default_detector_path", lambda: tiny_detector)
+    with TestClient(create_app(tiny_bundle)) as client:  # the shipped detector, when the install has one
+        assert client.get("/api/about").json()["detector"]["characters"][0] == "bart_simpson"
+        served = client.app.state.simpsons.detector
+        assert served._detector is None  # its network waits for the first detection
+        assert post_detect(client, (SAMPLES / "bart_simpson_0.jpg").read_bytes()).status_code == 200
+        assert served._detector is not None
+    assert served._detector is None  # and its thread stops with the server
+    with TestClient(create_app(tiny_bundle, detector=False)) as client:
+        assert client.get("/api/about").json()["detector"] is None
+    with pytest.raises(SimpsonsError, match="is a classifier"):
+        create_app(tiny_bundle, detector=tiny_bundle)
+
+
+def test_the_model_thread_gathers_waiting_requests_into_one_call():
+    """While the model answers one request, the requests that arrive wait and then go through in one call; an
+    error of that call reaches each of them."""
+    entered, gate, calls = threading.Semaphore(0), threading.Event(), []
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        calls.append(rows.tolist())
+        entered.release()
+        gate.wait(10)
+        if -1 in rows:
+            raise ValueError("refused")
+        return rows * 10
+
+    def while_busy(first: list[int], then: list[list[int]]) -> tuple[Future, list[Future]]:
+        gate.clear()
+        busy = pool.submit(model.answer, np.array(first))
+        assert entered.acquire(timeout=10)
+        waiting = [pool.submit(model.answer, np.array(rows)) for rows in then]
+        while model._waiting.qsize() < len(then):
+            time.sleep(0.01)
+        gate.set()
+        assert entered.acquire(timeout=10)  # the gathered call has started
+        return busy, waiting
+
+    model = ModelThread(run, batch_size=8, name="test-model")
+    with ThreadPoolExecutor(4) as pool:
+        busy, waiting = while_busy([1], [[2, 3], [4], [5, 6, 7]])
+        assert busy.result().tolist() == [10]
+        assert [future.result().tolist() for future in waiting] == [[20, 30], [40], [50, 60, 70]]
+        busy, waiting = while_busy([0], [[-1], [8]])
+        assert busy.result().tolist() == [0]
+        for future in waiting:
+            with pytest.raises(ValueError, match="refused"):
+                future.result()
+    model.close()
+    assert calls == [[1], [2, 3, 4, 5, 6, 7], [0], [-1, 8]]
 
 
 # --------------------------------------------------------------------------- clips
@@ -436,9 +560,9 @@ def test_review_paths_stay_inside_the_dataset(client, dataset, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_app(tiny_bundle):
-    """A 32 px untrained bundle, no dataset: quick answers for the fuzz run."""
-    app = create_app(tiny_bundle, None, PICTURE_LIMIT, CLIP_LIMIT)
+def tiny_app(tiny_bundle, tiny_detector):
+    """A 32 px untrained bundle and the 64 px detector, no dataset: quick answers for the fuzz run."""
+    app = create_app(tiny_bundle, None, PICTURE_LIMIT, CLIP_LIMIT, detector=tiny_detector)
     with TestClient(app):
         yield app
 
@@ -484,6 +608,8 @@ def test_serve_bad_input_is_one_line_exit_2(capsys, tmp_path):
     assert code == 2 and "missing.simpsons" in one_line_error(err)
     code, _, err = run_cli(capsys, "serve", "--port", 0, "--dataset", tmp_path / "nowhere")
     assert code == 2 and "nowhere" in one_line_error(err)
+    code, _, err = run_cli(capsys, "serve", "--port", 0, "--detector", tmp_path / "missing.detector.simpsons")
+    assert code == 2 and "missing.detector.simpsons" in one_line_error(err)
     code, _, err = run_cli(capsys, "serve", "--port", 70000)
     assert code == 2 and "65535" in one_line_error(err)
     code, _, err = run_cli(capsys, "serve", "--port", 0, "--host", "no-such-host.invalid")

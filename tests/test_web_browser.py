@@ -1,5 +1,5 @@
 """``simpsons serve`` on a real uvicorn server: the page in headless Chromium (Debian's ``chromium`` driven by
-Playwright), 50 concurrent picture requests, and a body refused before it is read."""
+Playwright) with the detector's boxes, 50 concurrent picture requests, and a body refused before it is read."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from helpers import REPO_ROOT, drawn_png
+from helpers import REPO_ROOT, SAMPLES, drawn_png
 from test_video import FPS, write_clip
 from test_web import make_dataset
 
@@ -30,11 +30,12 @@ pytestmark = pytest.mark.slow  # a real browser drives the app
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    """The shipped model with a review dataset, served by uvicorn in a thread on a free loopback port."""
+def live(tmp_path_factory, tiny_detector):
+    """The shipped model with a review dataset and the tiny detector, served by uvicorn in a thread on a free
+    loopback port."""
     dataset = make_dataset(tmp_path_factory.mktemp("browser") / "dataset")
     server_socket = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(create_app(None, dataset), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(None, dataset, detector=tiny_detector), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [server_socket]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -92,7 +93,7 @@ def test_a_shared_test_picture_its_answer_and_heat_map(page, shared_data, tmp_pa
     heatmap = page.locator("#heatmap")
     expect(heatmap).to_be_hidden()
     page.check("#heatmap-toggle")
-    expect(heatmap).to_be_visible()
+    expect(heatmap).to_be_visible(timeout=30_000)  # the first picture also has the server load the detector
     painted = heatmap.evaluate("""canvas => {
         const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
         return pixels.filter((value, index) => index % 4 === 3 && value > 0).length;
@@ -104,6 +105,33 @@ def test_a_shared_test_picture_its_answer_and_heat_map(page, shared_data, tmp_pa
         shutil.copyfile(tmp_path / "web.png", REPO_ROOT / os.environ[SCREENSHOT_COPY])
     page.uncheck("#heatmap-toggle")
     expect(heatmap).to_be_hidden()
+
+
+def test_the_detectors_boxes_are_drawn_over_the_picture(page):
+    """Every box of the detector's answer, named and placed over the picture as shown (the detector's random
+    weights answer with low probabilities: the page's request asks for every box)."""
+    from playwright.sync_api import expect
+
+    page.route("**/api/detect", lambda route: route.continue_(url=f"{route.request.url}?min_prob=0"))
+    with page.expect_response("**/api/detect?min_prob=0", timeout=60_000) as detected:
+        page.set_input_files("#picture-input", str(SAMPLES / "bart_simpson_0.jpg"))
+    answer = detected.value.json()
+    boxes = page.locator("#boxes li.box")
+    expect(boxes).to_have_count(len(answer["detections"]))
+    assert len(answer["detections"]) > 0
+    expect(page.locator("#answer")).not_to_be_empty()  # the classifier's answer stays
+    first = answer["detections"][0]
+    label = f"{first['character'].replace('_', ' ').title()} {100 * first['probability']:.1f} %"
+    expect(boxes.first).to_have_attribute("aria-label", label)
+    expect(page.locator("#detections")).to_contain_text(f"The detector finds: {label}")
+    picture = page.locator("#picture").bounding_box()
+    scale = picture["width"] / answer["width"]
+    x1, y1, x2, y2 = first["box"]
+    shown = boxes.first.bounding_box()
+    assert shown["x"] == pytest.approx(picture["x"] + x1 * scale, abs=1.5)
+    assert shown["y"] == pytest.approx(picture["y"] + y1 * scale, abs=1.5)
+    assert shown["width"] == pytest.approx((x2 - x1) * scale, abs=1.5)
+    assert shown["height"] == pytest.approx((y2 - y1) * scale, abs=1.5)
 
 
 def test_the_about_panel_names_the_stranger_detector_and_prior_correction(page):

@@ -213,7 +213,8 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
     """``label [videos] VIDEOS... --into DATASET`` and ``label review DATASET``."""
     label = commands.add_parser("label", help="label video frames into a dataset; review what --auto filed",
                                 description="simpsons label VIDEOS... --into DATASET labels frames by hand "
-                                            "(or with --auto, by the model into DATASET/_review/); "
+                                            "(or with --auto, by the model into DATASET/_review/; with --auto "
+                                            "--detect, by the detector's boxes); "
                                             "simpsons label review DATASET checks what --auto left there.")
     actions = label.add_subparsers(dest="action", required=True, metavar="{videos,review}")
     videos = actions.add_parser("videos", help="label frames of videos (the default: label VIDEOS... --into DATASET)")
@@ -228,6 +229,10 @@ def add_label_command(commands: argparse._SubParsersAction) -> None:
     _add_backend(videos)
     videos.add_argument("--min-prob", type=float, default=0.6, help="--auto keeps crops at or above this (0.6)")
     videos.add_argument("--keep-unsure", action="store_true", help="--auto: keep the others in _review/_unsure/")
+    videos.add_argument("--detect", action="store_true",
+                        help="--auto: crop around each character the detector finds (at or above --min-prob) "
+                             "and file it under the detector's name, instead of classifying left, right and full")
+    videos.add_argument("--detector", metavar="BUNDLE", help="--detect: detector bundle (default: the shipped one)")
     review = actions.add_parser("review", help="accept, relabel or reject the crops --auto left in DATASET/_review/")
     review.add_argument("dataset", metavar="DATASET", help="dataset folder holding _review/")
 
@@ -285,6 +290,9 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     serve.add_argument("--dataset", metavar="DIR", help="dataset whose _review/ crops the Review panel shows")
+    serve.add_argument("--detector", metavar="BUNDLE",
+                       help="detector bundle that draws every character's box on the Picture panel and answers "
+                            "/api/detect (default: the shipped detector when the install has one)")
     serve.add_argument("--picture-limit", type=_positive, default=20, metavar="MB", help="largest picture (20 MB)")
     serve.add_argument("--clip-limit", type=_positive, default=500, metavar="MB", help="largest clip (500 MB)")
 
@@ -600,11 +608,14 @@ def run_label(args: argparse.Namespace) -> int:
         return 0
     if not args.into:
         raise SimpsonsError("label needs --into DATASET")
+    if not args.auto and (args.detect or args.detector):
+        raise SimpsonsError(f"{'--detect' if args.detect else '--detector'} works with --auto: "
+                            "label VIDEOS --into DATASET --auto --detect")
     every = labelling.parse_every(args.every)
     options = dict(every=every, seed=args.seed, start_within=args.start_within, model=args.model)
     if args.auto:
         labelling.auto_label(args.videos, args.into, min_prob=args.min_prob, keep_unsure=args.keep_unsure,
-                             backend=args.backend, **options)
+                             backend=args.backend, detect=args.detect, detector=args.detector, **options)
     else:
         labelling.label_videos(args.videos, args.into, **options)
     return 0
@@ -696,7 +707,8 @@ def _print_video_result(result, options, written: list) -> None:  # options: sim
 def run_serve(args: argparse.Namespace) -> int:
     from simpsons.web import serve
 
-    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit, args.backend)
+    serve(args.model, args.host, args.port, args.dataset, args.picture_limit, args.clip_limit, args.backend,
+          args.detector)
     return 0
 
 

@@ -1,7 +1,8 @@
-"""``simpsons serve``: a web page and a JSON API over the one ``Predictor``.
+"""``simpsons serve``: a web page and a JSON API over the one ``Predictor`` (and a ``Detector``, when the
+server has one).
 
-Pictures (the answer, the top 5 and an occlusion heat map), clips (a background job with progress,
-then the timeline chart and the screen time), the review of the crops ``label --auto`` left in
+Pictures (the answer, the top 5, an occlusion heat map and the detector's boxes), clips (a background job
+with progress, then the timeline chart and the screen time), the review of the crops ``label --auto`` left in
 ``DATASET/_review/`` (through ``labelling``'s own accept, reject and undo, so it matches ``label review``),
 and an About panel. Uploads are streamed to files the server names itself and refused as soon as they
 pass their size limit; the page and its scripts are served from the package.
@@ -18,7 +19,7 @@ import tempfile
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from simpsons import labelling
 from simpsons import video as videos
 from simpsons.bundle import Bundle
 from simpsons.data import open_rgb
+from simpsons.detection.bundle import DetectorBundle, describe_detector
+from simpsons.detection.detector import DEFAULT_MIN_PROBABILITY, TRAIN_A_DETECTOR, Detector, detector_path
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.frames import probe
 from simpsons.prediction import Predictor, Scores
@@ -59,34 +62,31 @@ JOB_FILES = get_args(JobFile)
 STATIC = Path(__file__).with_name("web_static")
 CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'")
+NO_DETECTOR = (f"this server has no detector: start it with `simpsons serve --detector BUNDLE` ({TRAIN_A_DETECTOR}: "
+               "RUN/detector.simpsons)")
 log = logging.getLogger("simpsons.web")
 
 
 # --------------------------------------------------------------------------- the model, shared by all requests
 
 
-class BatchingPredictor(Predictor):
-    """A ``Predictor`` whose model runs on one thread, gathering concurrent requests into one batch."""
+class ModelThread:
+    """One thread that runs a model's batch function, gathering the rows of concurrent requests into one call."""
 
-    def __init__(self, bundle: Bundle, batch_size: int = 64):
-        super().__init__(bundle, batch_size)
+    def __init__(self, run: Callable[[np.ndarray], Any], batch_size: int, name: str):
+        self.run, self.batch_size = run, batch_size
         self._waiting: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._serve, name="simpsons-model", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
-    def score(self, pixels: np.ndarray) -> Scores:
-        """Like ``Predictor.score``, computed on the model thread together with other requests."""
+    def answer(self, pixels: np.ndarray) -> Any:
+        """``run(pixels)``, computed on the model thread together with other requests' rows."""
         done: Future = Future()
         self._waiting.put((pixels, done))
         return done.result()
 
-    def warm_up(self) -> None:
-        """Trace the network for the first batch sizes now rather than in the first requests (~0.4 s each)."""
-        for rows in (1, 2, 3):
-            self.score(np.zeros((rows, self.image_size, self.image_size, 3), np.uint8))
-
     def close(self) -> None:
-        """Stop the model thread once the requests already waiting are answered."""
+        """Stop the thread once the requests already waiting are answered."""
         self._waiting.put(None)
         self._thread.join()
 
@@ -105,7 +105,7 @@ class BatchingPredictor(Predictor):
 
     def _answer(self, jobs: list[tuple[np.ndarray, Future]]) -> None:
         try:
-            rows = super().score(np.concatenate([pixels for pixels, _ in jobs]))
+            rows = self.run(np.concatenate([pixels for pixels, _ in jobs]))
         except Exception as error:  # handed to each waiting request
             for _, done in jobs:
                 done.set_exception(error)
@@ -114,6 +114,43 @@ class BatchingPredictor(Predictor):
         for pixels, done in jobs:
             done.set_result(rows[start : start + len(pixels)])
             start += len(pixels)
+
+
+class BatchingPredictor(Predictor):
+    """A ``Predictor`` whose model runs on one thread, gathering concurrent requests into one batch."""
+
+    def __init__(self, bundle: Bundle, batch_size: int = 64):
+        super().__init__(bundle, batch_size)
+        self._model = ModelThread(super().score, batch_size, "simpsons-model")
+
+    def score(self, pixels: np.ndarray) -> Scores:
+        """Like ``Predictor.score``, computed on the model thread together with other requests."""
+        return self._model.answer(pixels)
+
+    def warm_up(self) -> None:
+        """Trace the network for the first batch sizes now rather than in the first requests (~0.4 s each)."""
+        for rows in (1, 2, 3):
+            self.score(np.zeros((rows, self.image_size, self.image_size, 3), np.uint8))
+
+    def close(self) -> None:
+        """Stop the model thread once the requests already waiting are answered."""
+        self._model.close()
+
+
+class BatchingDetector(Detector):
+    """A ``Detector`` whose network runs on one thread, gathering concurrent requests into one batch."""
+
+    def __init__(self, bundle: DetectorBundle, batch_size: int = 16):
+        super().__init__(bundle, batch_size)
+        self._model = ModelThread(super().outputs, batch_size, "simpsons-detector")
+
+    def outputs(self, pixels: np.ndarray) -> np.ndarray:
+        """Like ``Detector.outputs``, computed on the detector's thread together with other requests."""
+        return self._model.answer(pixels)
+
+    def close(self) -> None:
+        """Stop the detector's thread once the requests already waiting are answered."""
+        self._model.close()
 
 
 # --------------------------------------------------------------------------- pictures
@@ -185,6 +222,77 @@ def not_a_picture(error: Exception) -> HTTPException:
     """415 naming the decoder's complaint."""
     return HTTPException(415, f"not a picture Pillow can read ({type(error).__name__}): send a JPEG, PNG, GIF, "
                               "BMP or WebP file")
+
+
+# --------------------------------------------------------------------------- the detector's boxes
+
+
+class ServedDetector:
+    """The server's detector, if any: its bundle checked at start-up, its network loaded by the first detection
+    (on a worker thread), so that a server nobody asks for boxes never loads Keras."""
+
+    def __init__(self, path: Path | None, unavailable: str = NO_DETECTOR):
+        self.path = path
+        self.description = describe_detector(path) if path is not None else None
+        self.unavailable = unavailable
+        self._detector: BatchingDetector | None = None
+        self._lock = threading.Lock()
+
+    def about(self) -> dict[str, Any] | None:
+        """What ``/api/about`` says of the detector: its characters and default threshold (``None``: none)."""
+        if self.description is None:
+            return None
+        return {"model": str(self.path), "characters": list(self.description["characters"]),
+                "image_size": self.description["image_size"], "min_probability": DEFAULT_MIN_PROBABILITY}
+
+    def check(self) -> None:
+        """404 with how to get a detector when the server has none."""
+        if self.path is None:
+            raise HTTPException(404, self.unavailable)
+
+    def get(self) -> BatchingDetector:
+        """The detector, its network loaded at the first call; 404 without one, 500 when it cannot be loaded."""
+        self.check()
+        with self._lock:
+            if self._detector is None:
+                try:
+                    self._detector = BatchingDetector.load(self.path)
+                except SimpsonsError as error:
+                    raise HTTPException(500, str(error)) from None
+            return self._detector
+
+    def close(self) -> None:
+        """Stop the detector's thread, if its network was loaded."""
+        with self._lock:
+            if self._detector is not None:
+                self._detector.close()
+                self._detector = None
+
+
+def served_detector(detector: str | Path | Literal[False] | None) -> ServedDetector:
+    """The detector bundle or ONNX export at ``detector``; ``None``: the shipped one when the install has it;
+    ``False``: none. ``SimpsonsError`` for a file given that is not a detector."""
+    if detector is False:
+        return ServedDetector(None)
+    try:
+        return ServedDetector(detector_path(detector, option="--detector"))
+    except SimpsonsError:
+        if detector is not None:
+            raise
+        return ServedDetector(None)  # no shipped detector: /api/detect says how to get one
+
+
+def answer_detections(detector: Detector, image: Image.Image, min_probability: float) -> dict[str, Any]:
+    """``detect --json``'s answer for one picture: its boxes in its own pixels, most probable first, and its size."""
+    found = detector.detect_images([image], min_probability)[0]
+    return {"detections": [detection.as_dict() for detection in found], "width": image.width,
+            "height": image.height}
+
+
+def detect_upload(served: ServedDetector, file: BinaryIO, min_probability: float) -> dict[str, Any]:
+    """The uploaded picture's detections; the picture is read before the detector is loaded."""
+    image = read_picture(file)
+    return answer_detections(served.get(), image, min_probability)
 
 
 # --------------------------------------------------------------------------- uploads
@@ -456,9 +564,10 @@ def undo_last(session: labelling.Session, characters: list[str]) -> dict[str, An
 
 @dataclass
 class ServerState:
-    """What the routes share: the predictor, the settings, the clip jobs and the folders."""
+    """What the routes share: the predictor, the detector, the settings, the clip jobs and the folders."""
 
     predictor: BatchingPredictor
+    detector: ServedDetector
     model: str
     dataset: Path | None
     picture_limit: int
@@ -545,7 +654,7 @@ def characters(state: State) -> dict[str, Any]:
 @router.get("/api/about")
 def about(state: State) -> dict[str, Any]:
     """The model (architecture, input size, thresholds, stranger detector, mirror image, prior correction,
-    test metrics from its bundle) and the server's limits."""
+    test metrics from its bundle), the detector (``null`` when the server has none) and the server's limits."""
     bundle = state.predictor.bundle
     return {"model": state.model, "arch": bundle.metadata.get("arch"), "image_size": bundle.image_size,
             "recipe": (bundle.metadata.get("recipe") or {}).get("name"), "threshold": bundle.threshold,
@@ -554,6 +663,7 @@ def about(state: State) -> dict[str, Any]:
             "test_time_flip": bundle.test_time_flip,
             "prior_correction_strength": bundle.prior_correction and bundle.prior_correction.strength,
             "metrics": bundle.metadata.get("metrics", {}), "review": state.dataset is not None,
+            "detector": state.detector.about(),
             "limits": {"picture_bytes": state.picture_limit, "clip_bytes": state.clip_limit}}
 
 
@@ -563,6 +673,20 @@ async def predict(request: Request, state: State, heatmap: bool = False) -> dict
     upload = await receive_upload(request, state.picture_limit, "picture")
     try:
         return await run_in_threadpool(lambda: answer_picture(state.predictor, read_picture(upload.file), heatmap))
+    finally:
+        await upload.close()
+
+
+@router.post("/api/detect", openapi_extra=upload_body("the picture"),
+             responses={**UPLOAD_ERRORS, 404: {"description": "the server has no detector"}})
+async def detect(request: Request, state: State,
+                 min_prob: Annotated[float, Query(ge=0, le=1)] = DEFAULT_MIN_PROBABILITY) -> dict[str, Any]:
+    """Every character in the picture with its box: like ``simpsons detect --json`` (boxes ``x1, y1, x2, y2`` in
+    the picture's pixels, most probable first, at or above ``min_prob``), with the picture's size."""
+    state.detector.check()
+    upload = await receive_upload(request, state.picture_limit, "picture")
+    try:
+        return await run_in_threadpool(detect_upload, state.detector, upload.file, min_prob)
     finally:
         await upload.close()
 
@@ -634,14 +758,16 @@ def review_act(folder: str, name: str, action: ReviewAction, state: State) -> di
 
 def create_app(model: str | Path | None = None, dataset: str | Path | None = None,
                picture_limit: int = DEFAULT_PICTURE_LIMIT, clip_limit: int = DEFAULT_CLIP_LIMIT,
-               backend: str | None = None) -> FastAPI:
-    """The web application; loads the model now (``SimpsonsError`` for a bad bundle or dataset; ``backend``:
-    ``Predictor.load``'s)."""
+               backend: str | None = None, detector: str | Path | Literal[False] | None = None) -> FastAPI:
+    """The web application; loads the model now and checks the detector's bundle (its network is loaded by the
+    first detection). ``SimpsonsError`` for a bad bundle or dataset; ``backend``: ``Predictor.load``'s;
+    ``detector``: a detector bundle, ``None`` for the shipped one when the install has it, ``False`` for none."""
     root = labelling.open_dataset(dataset, create=False) if dataset is not None else None
+    served = served_detector(detector)
     predictor = BatchingPredictor.load(model, backend)
     predictor.warm_up()
     work = Path(tempfile.mkdtemp(prefix="simpsons-serve-"))
-    state = ServerState(predictor, str(model or "the shipped model"), root, picture_limit, clip_limit, work)
+    state = ServerState(predictor, served, str(model or "the shipped model"), root, picture_limit, clip_limit, work)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -650,6 +776,7 @@ def create_app(model: str | Path | None = None, dataset: str | Path | None = Non
         state.analyses.shutdown(wait=True, cancel_futures=True)
         state.close_review()
         predictor.close()
+        served.close()
         shutil.rmtree(work, ignore_errors=True)
 
     app = FastAPI(title="simpsons", summary="Recognise characters of The Simpsons in pictures and clips",
@@ -697,13 +824,13 @@ def url_of(server: socket.socket) -> str:
 
 
 def serve(model: str | None, host: str, port: int, dataset: str | None, picture_mb: int, clip_mb: int,
-          backend: str | None = None) -> None:
+          backend: str | None = None, detector: str | None = None) -> None:
     """``simpsons serve``: check the options, load the model, then answer until Ctrl-C (limits in MB)."""
     import uvicorn
 
     server = listen(host, port)
     try:
-        app = create_app(model, dataset, picture_mb * MB, clip_mb * MB, backend)
+        app = create_app(model, dataset, picture_mb * MB, clip_mb * MB, backend, detector)
         log.info("serving %s (Ctrl-C to stop)", url_of(server))
         uvicorn.Server(uvicorn.Config(app, log_level="info")).run(sockets=[server])
     finally:

@@ -77,6 +77,14 @@ def read_detector_description(path: str | Path) -> dict[str, Any]:
     return checked_description(read_archive_description(path, KIND), path)
 
 
+def describe_detector(path: str | Path) -> dict[str, Any]:
+    """The checked description of a detector bundle, or of its ONNX export (whose session it opens), without
+    loading Keras."""
+    if Path(path).suffix == ONNX_SUFFIX:
+        return checked_description(load_detector_network(path).stored(DETECTOR_KEY), path)
+    return read_detector_description(path)
+
+
 def checked_description(description: Any, path: str | Path) -> dict[str, Any]:
     """A detector's description (from its bundle or its export at ``path``), checked; a classifier's, a foreign,
     a newer or an incomplete one raises ``SimpsonsError``."""

@@ -21,8 +21,7 @@ from simpsons.errors import SimpsonsError
 
 DEFAULT_MIN_PROBABILITY = 0.3
 MAX_DETECTIONS = 100  # per picture, before the probability threshold
-NO_DEFAULT_DETECTOR = ("no detector ships with this install: train one with `simpsons train DATA --boxes "
-                       "annotation.txt --out RUN` and give it as --model RUN/detector.simpsons")
+TRAIN_A_DETECTOR = "train one with `simpsons train DATA --boxes annotation.txt --out RUN`"
 
 
 def default_detector_path() -> Path:
@@ -30,15 +29,16 @@ def default_detector_path() -> Path:
     return Path(str(resources.files("simpsons") / "assets" / "default.detector.simpsons"))
 
 
-def detector_path(path: str | Path | None = None) -> Path:
+def detector_path(path: str | Path | None = None, option: str = "--model") -> Path:
     """``path``, or the shipped detector's: its bundle, or its ONNX export when only that ships
-    (``SimpsonsError`` when none ships with this install)."""
+    (``SimpsonsError`` when none ships with this install, saying how to train one and give it with ``option``)."""
     if path is not None:
         return Path(path)
     for shipped in (default_detector_path(), exported_network_path(default_detector_path())):
         if shipped.is_file():
             return shipped
-    raise SimpsonsError(NO_DEFAULT_DETECTOR)
+    raise SimpsonsError(f"no detector ships with this install: {TRAIN_A_DETECTOR} and give it as {option} "
+                        "RUN/detector.simpsons")
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,11 @@ class Detector:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Detector:
-        """The detector bundle (or exported ``.onnx`` file) at ``path``, or the shipped one; a bundle answers
-        through ONNX Runtime when an up-to-date export lies beside it, else through Keras."""
-        return cls(load_detector_for_inference(detector_path(path)))
+    def load(cls, path: str | Path | None = None, option: str = "--model") -> Detector:
+        """The detector bundle (or exported ``.onnx`` file) at ``path``, or the shipped one (without one, the error
+        says how to train a detector and give it with ``option``); a bundle answers through ONNX Runtime when an
+        up-to-date export lies beside it, else through Keras."""
+        return cls(load_detector_for_inference(detector_path(path, option)))
 
     def prepare(self, image: Image.Image) -> tuple[np.ndarray, Placement]:
         """The picture letterboxed onto the network's canvas, and where it sits there."""

@@ -4,7 +4,8 @@
   the first minutes, then jump a random 100 to 250 frames each time (``plan``); show each frame (``preview``),
   ask where the character is and who it is (``prompts``), save that crop as ``DATASET/<character>/pic_NNNN.jpg``.
 - ``--auto`` (``automatic``): cut each frame into left, right and full crops, classify them with one model call
-  and put the confident ones in ``DATASET/_review/<character>/`` for a human to check.
+  and put the confident ones in ``DATASET/_review/<character>/`` for a human to check; with ``--detect``, crop
+  around each character the detector finds instead.
 - ``simpsons label review DATASET`` (``reviewing``): accept, relabel or reject what ``--auto`` left in
   ``_review/``.
 

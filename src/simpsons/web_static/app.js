@@ -1,4 +1,4 @@
-// The page of `simpsons serve`: picture, clip, review and about panels over the JSON API.
+// The page of `simpsons serve`: picture (with the detector's boxes), clip, review and about panels over the JSON API.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
@@ -75,6 +75,7 @@ async function sendPicture(file) {
   Object.assign(shown, { file, heatmap: null });
   showAnswer(answer);
   showHeatmap();
+  showBoxes();
 }
 
 function postPicture(file, heatmap) {
@@ -128,6 +129,47 @@ function drawHeatmap(grid) {
     image.data.set([255, Math.round(200 * (1 - value)), 0, Math.round(230 * value)], 4 * index);
   });
   context.putImageData(image, 0, 0);
+}
+
+// The detector's boxes over the picture on show, when the server has a detector.
+async function showBoxes() {
+  const overlay = $("#boxes");
+  const summary = $("#detections");
+  overlay.hidden = summary.hidden = true;
+  overlay.replaceChildren();
+  if (!about || !about.detector || !shown.file) return;
+  const file = shown.file;
+  const form = new FormData();
+  form.append("file", file, "picture");
+  const response = await fetch("/api/detect", { method: "POST", body: form });
+  if (shown.file !== file) return;
+  if (!response.ok) {
+    summary.textContent = `the detector could not answer: ${await errorText(response)}`;
+    summary.hidden = false;
+    return;
+  }
+  drawBoxes(await response.json());
+}
+
+// One box per detection, placed in shares of the picture so that it follows the picture's displayed size.
+function drawBoxes(answer) {
+  const { width, height, detections } = answer;
+  const share = (value, whole) => `${(100 * value) / whole}%`;
+  const boxes = detections.map(({ character, probability, box: [x1, y1, x2, y2] }, index) => {
+    const label = `${pretty(character)} ${percent(probability)}`;
+    const box = element("li", { className: "box", title: label }, [element("span", { textContent: label })]);
+    box.setAttribute("aria-label", label);
+    box.dataset.character = character;
+    Object.assign(box.style, { left: share(x1, width), top: share(y1, height), width: share(x2 - x1, width),
+      height: share(y2 - y1, height), zIndex: String(detections.length - index) }); // the most probable on top
+    return box;
+  });
+  $("#boxes").replaceChildren(...boxes);
+  $("#boxes").hidden = !boxes.length;
+  const summary = $("#detections");
+  summary.textContent = boxes.length ? `The detector finds: ${boxes.map((box) => box.title).join(", ")}`
+    : "The detector finds nobody";
+  summary.hidden = false;
 }
 
 // ------------------------------------------------------------------ clip
@@ -335,6 +377,8 @@ function showAbout() {
     ["test accuracy", metrics.test_accuracy === undefined ? "not measured"
       : `${percent(metrics.test_accuracy)} on ${metrics.test_images} pictures`],
     ["validation accuracy", metrics.validation_accuracy === undefined ? "not measured" : percent(metrics.validation_accuracy)],
+    ["detector", about.detector ? `${about.detector.model}: boxes for ${about.detector.characters.length} characters`
+      : "none (start the server with --detector BUNDLE to see every character's box)"],
   ];
   $("#about-model").replaceChildren(...facts.flatMap(([term, value]) =>
     [element("dt", { textContent: term }), element("dd", { textContent: String(value) })]));
