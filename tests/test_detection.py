@@ -444,3 +444,14 @@ def test_train_stop_resume_and_evaluate_a_detector_end_to_end(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "evaluate", data / "train", "--boxes", data / "annotation.txt", "--model",
                            run / "detector.simpsons")
     assert code == 0 and "mAP@0.5" in out and "of 24 pictures" in out
+
+
+def test_the_shipped_detector_boxes_the_character_of_a_sample_through_onnx(capsys, samples_dir):
+    detector = Detector.load()
+    assert type(detector.bundle.model).__name__ == "OnnxNetwork", "the export beside the shipped bundle is up to date"
+    code, out, _ = run_cli(capsys, "detect", samples_dir / "bart_simpson_0.jpg", samples_dir / "homer_simpson_1.jpg",
+                           "--json")
+    assert code == 0
+    for line, character in zip(out.splitlines(), ("bart_simpson", "homer_simpson")):
+        top = json.loads(line)["detections"][0]
+        assert top["character"] == character and top["probability"] >= 0.3

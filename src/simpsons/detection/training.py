@@ -352,7 +352,7 @@ def _save_result(model: keras.Model, out: Path, data: DetectionData, metadata: d
                         "recipe)", panels=CURVE_PANELS)
     if (out / "best.weights.h5").exists():
         model.load_weights(out / "best.weights.h5")
-    bundle = DetectorBundle(model, data.characters, recipe["image_size"], metadata["stride"])
+    bundle = DetectorBundle(inference_copy(model), data.characters, recipe["image_size"], metadata["stride"])
     scores = validation_scores(Detector(bundle), data.validation)
     metrics = {"validation_map_50": scores.map_50, "validation_map_50_95": scores.map_50_95,
                "validation_top_box_right": scores.top_box_right, "validation_pictures": scores.pictures,
@@ -364,6 +364,14 @@ def _save_result(model: keras.Model, out: Path, data: DetectionData, metadata: d
     save_detector(bundle, out / BUNDLE_NAME)
     print(json.dumps(metrics, indent=2))
     return out / BUNDLE_NAME
+
+
+def inference_copy(model: keras.Model) -> keras.Model:
+    """The network with its weights and without its optimizer's state (a third of the size of a compiled
+    model's file, and what a bundle needs)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def _test_scores(detector: Detector, boxes_file: str, test_dir: str) -> dict[str, float]:
