@@ -284,7 +284,7 @@ def test_ctrl_c_keeps_every_finished_episode(series_dir, tmp_path):
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches every process of the terminal's group
     stdout, stderr = process.communicate(timeout=120)
 
-    assert process.returncode == 130, stderr
+    assert process.returncode == 130, f"stdout: {stdout[-2000:]}\nstderr: {stderr[-2000:]}"
     assert "Traceback" not in stderr and "simpsons: interrupted" in stderr
     summary = json.loads((out / "series.json").read_text())
     finished = [p for p in out.rglob("*.timeline.png")]
