@@ -263,6 +263,10 @@ def test_a_broken_episode_is_an_answer_not_a_worker_error(tmp_path):
 
 
 COPIES_FOR_CTRL_C = 10  # episodes enough that the series cannot end between the first one and the Ctrl-C
+# the command with Ctrl-C raising KeyboardInterrupt, as from a terminal, even if the test's own process ignores
+# SIGINT (a child inherits an ignored signal, and Python then keeps it ignored)
+AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                      "from simpsons.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.mark.slow
@@ -273,7 +277,7 @@ def test_ctrl_c_keeps_every_finished_episode(series_dir, tmp_path):
         shutil.copyfile(series_dir / "season1" / "comic_shop.mp4", series_dir / "season2" / f"shop{copy}.mp4")
     episodes = 3 + COPIES_FOR_CTRL_C
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "simpsons.cli", "video", str(series_dir), "--out-dir", str(out),
+    command = [sys.executable, "-c", AS_FROM_A_TERMINAL, "video", str(series_dir), "--out-dir", str(out),
                "--workers", "1", "--sample-fps", "0", "--crops", "full"]  # every frame: no run ends before Ctrl-C
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
