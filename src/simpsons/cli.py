@@ -623,7 +623,8 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_video(args: argparse.Namespace) -> int:
     from simpsons import video as videos
-    from simpsons.detection.detector import Detector
+    from simpsons.detection.bundle import describe_detector
+    from simpsons.detection.detector import Detector, detector_path
     from simpsons.frames import probe
     from simpsons.prediction import Predictor
 
@@ -634,7 +635,7 @@ def run_video(args: argparse.Namespace) -> int:
         from simpsons.series import run_series
 
         if options.detect:  # a missing or foreign detector fails here, not once per episode
-            Detector.load(model)
+            describe_detector(detector_path(model))
         run_series(args.inputs[0], args.out_dir, given, options, model, args.workers, args.cluster)
         return 0
     if args.workers or args.cluster:
