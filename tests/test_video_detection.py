@@ -97,7 +97,8 @@ def test_detect_refuses_the_classifiers_options_and_a_bundle_that_is_no_detector
                                               "--srt", srt)
     assert "is a classifier" in expect_error(capsys, clip, "--detect", "--detector", tiny_bundle, "--srt", srt)
     monkeypatch.setattr(detector_module, "default_detector_path", lambda: tmp_path / "none.detector.simpsons")
-    assert "no detector ships" in expect_error(capsys, clip, "--detect", "--srt", srt)
+    line = expect_error(capsys, clip, "--detect", "--srt", srt)
+    assert "no detector ships" in line and "give it as --detector" in line
     folder = tmp_path / "episodes"
     folder.mkdir()
     (folder / "one.mp4").write_bytes(clip.read_bytes())

@@ -12,8 +12,10 @@ from pathlib import Path
 from simpsons import __version__
 from simpsons.detection.commands import (
     add_boxes_option,
+    add_check_boxes_action,
     add_detect_command,
     describe_detector_presets,
+    run_check_boxes,
     run_detect,
     run_evaluate_detector,
     run_export_detector,
@@ -77,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_dataset_command(commands: argparse._SubParsersAction) -> None:
-    """``dataset stats DATA`` and ``dataset pack DATA --out FILE``."""
+    """``dataset stats DATA``, ``dataset pack DATA --out FILE`` and ``dataset check-boxes BOXES``."""
     dataset = commands.add_parser("dataset", help="inspect or pack a dataset")
     actions = dataset.add_subparsers(dest="action", required=True)
     stats = actions.add_parser("stats", help="images per character, near-duplicate groups, unreadable files")
@@ -93,6 +95,7 @@ def add_dataset_command(commands: argparse._SubParsersAction) -> None:
                       help="keep characters with at least this many images (default 1: all; 120 keeps the 20 "
                            "characters of the Kaggle test set)")
     pack.add_argument("--characters", type=_characters, help="comma-separated character names to keep instead")
+    add_check_boxes_action(actions)
 
 
 def add_train_command(commands: argparse._SubParsersAction) -> None:
@@ -373,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
 def run_dataset(args: argparse.Namespace) -> int:
     from simpsons import data as datasets
 
+    if args.action == "check-boxes":
+        return run_check_boxes(args)
     if args.action == "pack":
         if not args.out.endswith(datasets.PACK_SUFFIX):
             raise SimpsonsError(f"the pack file name must end in {datasets.PACK_SUFFIX}")
@@ -635,7 +640,7 @@ def run_video(args: argparse.Namespace) -> int:
         from simpsons.series import run_series
 
         if options.detect:  # a missing or foreign detector fails here, not once per episode
-            describe_detector(detector_path(model))
+            describe_detector(detector_path(model, option="--detector"))
         run_series(args.inputs[0], args.out_dir, given, options, model, args.workers, args.cluster)
         return 0
     if args.workers or args.cluster:
@@ -646,7 +651,7 @@ def run_video(args: argparse.Namespace) -> int:
     plans = videos.plan_outputs(found, given, args.out_dir and Path(args.out_dir), derive)
     if not several:
         probe(plans[0][0])  # a broken file fails before the model loads
-    answerer = Detector.load(model) if options.detect else Predictor.load(model, args.backend)
+    answerer = Detector.load(model, option="--detector") if options.detect else Predictor.load(model, args.backend)
     failed = []
     for path, outputs in plans:
         try:

@@ -1,4 +1,5 @@
-"""The detector on the command line: ``detect``, ``train --boxes``, ``evaluate --boxes`` and ``export``.
+"""The detector on the command line: ``detect``, ``train --boxes``, ``evaluate --boxes``, ``export`` and
+``dataset check-boxes``.
 
 ``cli`` adds these options to its parser and hands the commands over; every error is a ``SimpsonsError``,
 which it prints as one line.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from simpsons.errors import SimpsonsError
@@ -40,6 +42,59 @@ def add_detect_command(commands: argparse._SubParsersAction) -> None:
     detect.add_argument("--out-dir", metavar="DIR", help="write each picture with its boxes and names drawn here")
     detect.add_argument("--min-prob", type=_probability, default=DEFAULT_MIN_PROBABILITY, metavar="P",
                         help=f"report boxes at or above this probability (default {DEFAULT_MIN_PROBABILITY})")
+
+
+def add_check_boxes_action(actions: argparse._SubParsersAction) -> None:
+    """``dataset check-boxes BOXES``: the detector's verdict on each box of a boxes file."""
+    check = actions.add_parser("check-boxes", help="find the boxes of a boxes file a detector disagrees with, "
+                                                   "such as wrongly scaled ones; write a file without those")
+    check.add_argument("boxes", help="boxes file (annotation.txt: path,x1,y1,x2,y2,character per line)")
+    check.add_argument("--detector", help="detector bundle or .onnx file (default: the shipped detector)")
+    check.add_argument("--report", metavar="CSV", help="write every box that does not agree, with its verdict, "
+                                                       "IoU, scale and the detected box, to this CSV file")
+    check.add_argument("--clean", metavar="FILE", help="write the boxes file without its scaled boxes here "
+                                                       "(its paths relative to FILE's folder)")
+
+
+def run_check_boxes(args: argparse.Namespace) -> int:
+    """``dataset check-boxes BOXES``: a count per verdict; ``--report`` and ``--clean`` write files."""
+    from simpsons.boxes import read_boxes
+    from simpsons.detection.audit import check_boxes, clean_lines, report_csv, summary_table
+    from simpsons.detection.detector import Detector
+    from simpsons.files import write_atomically
+
+    if args.clean and Path(args.clean).resolve() == Path(args.boxes).resolve():
+        raise SimpsonsError("--clean must name a new file: it would overwrite the boxes file it checks")
+    boxes = read_boxes(args.boxes)
+    if not boxes:
+        raise SimpsonsError(f"{args.boxes} holds no box")
+    detector = Detector.load(args.detector, option="--detector")
+    checks = check_boxes(detector, boxes, _progress_printer())
+    if not checks:
+        raise SimpsonsError(f"none of the pictures of {args.boxes} can be read")
+    print(f"checked {len(checks)} of {len(boxes)} boxes (the others are on unreadable pictures)"
+          if len(checks) < len(boxes) else f"checked {len(checks)} boxes")
+    print(summary_table(checks))
+    if args.report:
+        write_atomically(args.report, report_csv(checks).encode())
+        print(f"wrote {args.report}")
+    if args.clean:
+        write_atomically(args.clean, clean_lines(boxes, checks, Path(args.clean).resolve().parent).encode())
+        print(f"wrote {args.clean}")
+    return 0
+
+
+def _progress_printer() -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that prints a line on stderr as each tenth of the pictures is done."""
+    printed = set()
+
+    def progress(done: int, total: int) -> None:
+        tenth = done * 10 // total
+        if tenth not in printed:
+            printed.add(tenth)
+            print(f"checked {done} of {total} pictures", file=sys.stderr, flush=True)
+
+    return progress
 
 
 def add_boxes_option(parser: argparse.ArgumentParser, purpose: str) -> None:

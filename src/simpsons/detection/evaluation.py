@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,11 +184,13 @@ def _xywh(box) -> list[float]:
 
 @dataclass
 class BoxedAnswers:
-    """A detector's answers on boxed pictures: per picture counted, its path, true boxes and detections (at or
-    above ``EVALUATION_MIN_PROBABILITY``, most probable first); and the pictures not counted, with why."""
+    """A detector's answers on boxed pictures: per picture counted, its path, its lines of the boxes file, true
+    boxes (clipped to it) and detections (at or above ``EVALUATION_MIN_PROBABILITY``, most probable first); and
+    the pictures not counted, with why."""
 
     characters: list[str]
     paths: list[Path] = field(default_factory=list)
+    boxes: list[list[Box]] = field(default_factory=list)
     truths: list[TrueBoxes] = field(default_factory=list)
     found: list[list[Detection]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
@@ -203,10 +206,11 @@ def evaluate_on_boxes(detector: Detector, boxes: list[Box]) -> DetectionScores:
     return answer_boxes(detector, boxes).scores()
 
 
-def answer_boxes(detector: Detector, boxes: list[Box]) -> BoxedAnswers:
+def answer_boxes(detector: Detector, boxes: list[Box],
+                 progress: Callable[[int, int], None] | None = None) -> BoxedAnswers:
     """The detector's answers on the pictures of ``boxes`` (a boxes file's lines, several per picture allowed):
     a picture that cannot be read is skipped, and so are the boxes of characters the detector does not know
-    (both listed in ``skipped``)."""
+    (both listed in ``skipped``). ``progress(done, total)`` hears of each batch of pictures answered."""
     known = set(detector.characters)
     by_picture: dict[Path, list[Box]] = defaultdict(list)
     skipped: dict[str, str] = {}
@@ -216,16 +220,19 @@ def answer_boxes(detector: Detector, boxes: list[Box]) -> BoxedAnswers:
         else:
             skipped[str(box.path)] = f"{box.character} is not a character the detector knows"
     answers, batch = BoxedAnswers(detector.characters, skipped=skipped), []
-    for path, prepared in detector.prepare_files(list(by_picture)):
+    for done, (path, prepared) in enumerate(detector.prepare_files(list(by_picture)), start=1):
         if isinstance(prepared, str):
             skipped[str(path)] = prepared
             continue
         answers.paths.append(path)
+        answers.boxes.append(by_picture[path])
         answers.truths.append(_true_boxes(by_picture[path], prepared[1]))
         batch.append(prepared)
         if len(batch) == detector.batch_size:
             answers.found += _detect_batch(detector, batch)
             batch = []
+            if progress:
+                progress(done, len(by_picture))
     answers.found += _detect_batch(detector, batch)
     return answers
 

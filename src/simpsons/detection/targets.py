@@ -58,4 +58,4 @@ def encode(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: int, s
 def encode_batch(boxes: list[np.ndarray], labels: list[np.ndarray], num_classes: int, size: int,
                  stride: int) -> np.ndarray:
     """``encode`` of each canvas of a batch, stacked."""
-    return np.stack([encode(b, l, num_classes, size, stride) for b, l in zip(boxes, labels)])
+    return np.stack([encode(box, label, num_classes, size, stride) for box, label in zip(boxes, labels)])
