@@ -20,6 +20,7 @@ from PIL import Image
 from test_cli import one_line_error, run_cli
 
 from simpsons.errors import SimpsonsError
+from simpsons.files import remove_partial_files
 from simpsons.series import (Episode, analyse_episode, dask_client, is_complete, plan_series, plot_series,
                              run_episodes, series_csv, summarise, write_series)
 from simpsons.video import Options, Outputs
@@ -260,6 +261,15 @@ def test_a_broken_episode_is_an_answer_not_a_worker_error(tmp_path):
     answer = analyse_episode(broken, Outputs(tmp_path / "b.timeline.json"), FAST, None)
     assert isinstance(answer, str) and "not a readable video" in answer
     assert not (tmp_path / "b.timeline.json").exists()
+
+
+def test_the_partial_files_a_killed_worker_left_are_removed_and_nothing_else(tmp_path):
+    names = [".ep[1].png.k2j.partial", ".ep[1].png.x9.partial", ".ep[2].png.a1.partial", "ep[1].png",
+             ".ep[1].png.notes", "ep[1].png.partial"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    remove_partial_files(tmp_path / "ep[1].png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
 
 
 COPIES_FOR_CTRL_C = 10  # episodes enough that the series cannot end between the first one and the Ctrl-C

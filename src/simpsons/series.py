@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from simpsons.files import write_atomically
+from simpsons.files import remove_partial_files, write_atomically
 from simpsons.errors import ParameterError, SimpsonsError
 from simpsons.video import DEFAULT_OUTPUTS, Options, Outputs, find_videos, plan_outputs, process_video
 
@@ -395,6 +395,10 @@ def run_series(series_dir: str | Path, out_dir: str | Path | None, given: Output
     if todo:
         with dask_client(workers, cluster) as client:
             outcome = run_episodes(client, todo, options, model, progress)
+        if outcome.interrupted:  # a worker stopped in the middle of a write leaves its partial file behind
+            for episode in todo:
+                for _, path in episode.outputs.items():
+                    remove_partial_files(path)
         _print_speed(outcome.timings, time.perf_counter() - began)
     summary = summarise(series_dir, out_dir, episodes, settings, outcome.failures)
     _print_summary(summary, write_series(summary, out_dir))
