@@ -69,7 +69,7 @@ def run_check_boxes(args: argparse.Namespace) -> int:
     if not boxes:
         raise SimpsonsError(f"{args.boxes} holds no box")
     detector = Detector.load(args.detector, option="--detector")
-    checks = check_boxes(detector, boxes, _progress_printer())
+    checks = check_boxes(detector, boxes, _progress_bar(len({box.path for box in boxes})))
     if not checks:
         raise SimpsonsError(f"none of the pictures of {args.boxes} can be read")
     print(f"checked {len(checks)} of {len(boxes)} boxes (the others are on unreadable pictures)"
@@ -84,15 +84,18 @@ def run_check_boxes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_printer() -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` that prints a line on stderr as each tenth of the pictures is done."""
-    printed = set()
+def _progress_bar(pictures: int) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` that moves a bar on a terminal (none under 200 pictures)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=pictures, desc="checking boxes", unit="picture", disable=True if pictures < 200 else None,
+               leave=False)
 
     def progress(done: int, total: int) -> None:
-        tenth = done * 10 // total
-        if tenth not in printed:
-            printed.add(tenth)
-            print(f"checked {done} of {total} pictures", file=sys.stderr, flush=True)
+        bar.total = total
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
 
     return progress
 

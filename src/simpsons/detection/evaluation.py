@@ -234,6 +234,8 @@ def answer_boxes(detector: Detector, boxes: list[Box],
             if progress:
                 progress(done, len(by_picture))
     answers.found += _detect_batch(detector, batch)
+    if progress:
+        progress(len(by_picture), len(by_picture))
     return answers
 
 
