@@ -14,7 +14,6 @@ import csv
 import io
 import os
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,10 +71,9 @@ def check_box(box: Box, corners: np.ndarray, detections: list[Detection]) -> Box
     return BoxCheck(box, "scaled" if scaled else "elsewhere", own[0], overlap, scale)
 
 
-def check_boxes(detector: Detector, boxes: list[Box],
-                progress: Callable[[int, int], None] | None = None) -> list[BoxCheck]:
+def check_boxes(detector: Detector, boxes: list[Box], progress: bool = False) -> list[BoxCheck]:
     """A ``BoxCheck`` of each of ``boxes``, in the file's order; a box on a picture that cannot be read is
-    left out. ``progress(done, total)`` hears of each batch of pictures."""
+    left out. ``progress`` draws a bar on a terminal."""
     answers = answer_boxes(detector, boxes, progress)
     known = set(detector.characters)
     checks = {id(box): BoxCheck(box, "unknown") for box in boxes if box.character not in known}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from simpsons.errors import SimpsonsError
@@ -69,7 +68,7 @@ def run_check_boxes(args: argparse.Namespace) -> int:
     if not boxes:
         raise SimpsonsError(f"{args.boxes} holds no box")
     detector = Detector.load(args.detector, option="--detector")
-    checks = check_boxes(detector, boxes, _progress_bar(len({box.path for box in boxes})))
+    checks = check_boxes(detector, boxes, progress=True)
     if not checks:
         raise SimpsonsError(f"none of the pictures of {args.boxes} can be read")
     print(f"checked {len(checks)} of {len(boxes)} boxes (the others are on unreadable pictures)"
@@ -82,22 +81,6 @@ def run_check_boxes(args: argparse.Namespace) -> int:
         write_atomically(args.clean, clean_lines(boxes, checks, Path(args.clean).resolve().parent).encode())
         print(f"wrote {args.clean}")
     return 0
-
-
-def _progress_bar(pictures: int) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` that moves a bar on a terminal (none under 200 pictures)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=pictures, desc="checking boxes", unit="picture", disable=True if pictures < 200 else None,
-               leave=False)
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        if done == total:
-            bar.close()
-
-    return progress
 
 
 def add_boxes_option(parser: argparse.ArgumentParser, purpose: str) -> None:

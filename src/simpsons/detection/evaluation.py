@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import io
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -206,11 +205,12 @@ def evaluate_on_boxes(detector: Detector, boxes: list[Box]) -> DetectionScores:
     return answer_boxes(detector, boxes).scores()
 
 
-def answer_boxes(detector: Detector, boxes: list[Box],
-                 progress: Callable[[int, int], None] | None = None) -> BoxedAnswers:
+def answer_boxes(detector: Detector, boxes: list[Box], progress: bool = False) -> BoxedAnswers:
     """The detector's answers on the pictures of ``boxes`` (a boxes file's lines, several per picture allowed):
     a picture that cannot be read is skipped, and so are the boxes of characters the detector does not know
-    (both listed in ``skipped``). ``progress(done, total)`` hears of each batch of pictures answered."""
+    (both listed in ``skipped``). ``progress`` draws a bar on a terminal (from 200 pictures)."""
+    from tqdm import tqdm
+
     known = set(detector.characters)
     by_picture: dict[Path, list[Box]] = defaultdict(list)
     skipped: dict[str, str] = {}
@@ -220,7 +220,9 @@ def answer_boxes(detector: Detector, boxes: list[Box],
         else:
             skipped[str(box.path)] = f"{box.character} is not a character the detector knows"
     answers, batch = BoxedAnswers(detector.characters, skipped=skipped), []
-    for done, (path, prepared) in enumerate(detector.prepare_files(list(by_picture)), start=1):
+    pictures = tqdm(detector.prepare_files(list(by_picture)), total=len(by_picture), desc="answering pictures",
+                    unit="picture", leave=False, disable=None if progress and len(by_picture) >= 200 else True)
+    for path, prepared in pictures:
         if isinstance(prepared, str):
             skipped[str(path)] = prepared
             continue
@@ -231,11 +233,7 @@ def answer_boxes(detector: Detector, boxes: list[Box],
         if len(batch) == detector.batch_size:
             answers.found += _detect_batch(detector, batch)
             batch = []
-            if progress:
-                progress(done, len(by_picture))
     answers.found += _detect_batch(detector, batch)
-    if progress:
-        progress(len(by_picture), len(by_picture))
     return answers
 
 
